@@ -1,0 +1,45 @@
+# Two entry points for a new user (see README): `make demo` and `make test`.
+# Outside an active virtual environment both create and use ./.venv.
+PYTHON ?= python3
+VENV ?= .venv
+ifdef VIRTUAL_ENV
+  PY := python
+else
+  PY := $(VENV)/bin/python
+endif
+# The CPU build of torch goes in first so that resolving the project does not pull a multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test install install-dev lint bench clean venv
+
+venv:
+ifndef VIRTUAL_ENV
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+endif
+
+install: venv
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e .
+
+install-dev: venv
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+
+demo: install
+	$(PY) -m pipelines.cli demo
+
+test: install-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install-dev
+	$(PY) -m ruff check embedkit pipelines service tests bench
+	$(PY) -m ruff format --check embedkit pipelines service tests bench
+	$(PY) -m mypy
+
+bench: install
+	$(PY) bench/train.py
+	$(PY) bench/transform.py
+
+clean:
+	rm -rf $(VENV) mlflow.db mlruns mlartifacts runs .pytest_cache
