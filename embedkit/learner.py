@@ -1,0 +1,207 @@
+"""``Learner``: the short path from a DataFrame to a trained net, a bundle and embedding tables.
+
+It only wires the parts together (preprocessor → tensors → :class:`Trainer`); each part stays usable alone.
+
+Example
+-------
+>>> from embedkit import Learner, TrainConfig
+>>> from embedkit.datasets import flights
+>>> ex = flights(n_rows=3000)
+>>> learn = Learner.from_frame(ex.train, ex.spec, train_config=TrainConfig(epochs=1))
+>>> history = learn.fit(ex.train, ex.valid)
+>>> sorted(learn.evaluate(ex.valid))
+['accuracy', 'auc', 'log_loss']
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from .bundle import save_bundle
+from .callbacks import Callback
+from .data import TargetInfo, TensorData, check_weights
+from .exceptions import DataError
+from .lr_finder import LRFinderResult, lr_find
+from .metrics import task_metrics
+from .model import NetConfig, TabularNet
+from .predictor import Predictor
+from .preprocessing import Preprocessor
+from .spec import FeatureSpec
+from .trainer import History, Trainer, TrainConfig
+
+if TYPE_CHECKING:
+    from .tables import EmbeddingTables
+
+
+class Learner:
+    """A fitted preprocessor, the target encoding, a :class:`TabularNet` and its :class:`Trainer`."""
+
+    def __init__(self, preprocessor: Preprocessor, target: TargetInfo, model: TabularNet,
+                 train_config: TrainConfig | None = None, callbacks: list[Callback] | None = None) -> None:
+        self.preprocessor = preprocessor
+        self.target = target
+        self.model = model
+        self.train_config = train_config or TrainConfig()
+        self.trainer = Trainer(model, target.task, self.train_config, callbacks)
+        self.lr_finder: LRFinderResult | None = None
+
+    @classmethod
+    def from_frame(cls, train: pd.DataFrame, spec: FeatureSpec | str, *, task: str | None = None,
+                   net_config: NetConfig | None = None, train_config: TrainConfig | None = None,
+                   min_frequency: int = 1, callbacks: list[Callback] | None = None) -> Learner:
+        """Fit the preprocessor and the target encoding on ``train`` and build the net.
+
+        ``spec`` is a :class:`FeatureSpec` or just the target column's name (roles then inferred).
+        """
+        if isinstance(spec, str):
+            spec = FeatureSpec(target=spec)
+        if spec.target is None:
+            raise DataError("the FeatureSpec names no target column; set FeatureSpec(target=...)")
+        _require_target(train, spec.target)
+        target = TargetInfo.fit(train[spec.target], task=task, name=spec.target)
+        pre = Preprocessor(spec, min_frequency=min_frequency).fit(train)
+        cfg = NetConfig(**(net_config.to_dict() if net_config else {}))
+        cfg.task = target.task
+        if target.task == "multiclass":
+            cfg.n_classes = target.n_classes
+        unknown = set(cfg.emb_dims) - set(pre.cat_names_)
+        if unknown:
+            raise DataError(f"emb_dims names column(s) {sorted(unknown)} that are not categorical inputs; "
+                            f"categorical inputs are {pre.cat_names_}")
+        model = TabularNet(pre.cat_names_, pre.cardinalities, len(pre.cont_names_), cfg)
+        return cls(pre, target, model, train_config, callbacks)
+
+    # ---- data ----------------------------------------------------------------------------------
+    def tensors(self, df: pd.DataFrame, sample_weight: Any = None) -> TensorData:
+        """Inputs (and the target, when the frame has it) as tensors."""
+        codes, cont = self.preprocessor.transform(df)
+        y = None
+        if self.target.name in df.columns:
+            y = self.target.encode(df[self.target.name])
+        return TensorData.from_numpy(codes, cont, y, check_weights(sample_weight, len(df)))
+
+    # ---- training ------------------------------------------------------------------------------
+    def lr_find(self, train: pd.DataFrame, sample_weight: Any = None, **kwargs: Any) -> LRFinderResult:
+        """Run the LR finder on ``train`` (weights restored afterwards); keeps and returns the result."""
+        _require_target(train, self.target.name)
+        self.lr_finder = lr_find(self.trainer, self.tensors(train, sample_weight), **kwargs)
+        return self.lr_finder
+
+    def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None = None, *, lr: float | None = None,
+            sample_weight: Any = None, valid_sample_weight: Any = None,
+            resume_from: str | Path | None = None) -> History:
+        """Train. With no ``lr`` (here or in the config) the LR finder's suggestion is used."""
+        _require_target(train, self.target.name)
+        if valid is not None:
+            _require_target(valid, self.target.name)
+        data = self.tensors(train, sample_weight)
+        vdata = self.tensors(valid, valid_sample_weight) if valid is not None else None
+        lr = lr if lr is not None else self.train_config.lr
+        if lr is None and resume_from is None:
+            if self.lr_finder is None:
+                self.lr_finder = lr_find(self.trainer, data)
+            lr = self.lr_finder.suggestion
+        return self.trainer.fit(data, vdata, resume_from=resume_from, lr=lr if lr is not None else 1e-3)
+
+    @property
+    def history(self) -> History:
+        return self.trainer.history
+
+    # ---- inference -----------------------------------------------------------------------------
+    def predictor(self) -> Predictor:
+        return Predictor(self.preprocessor, self.target, self.model, self.trainer.device)
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        return self.predictor().predict(df)
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        return self.predictor().predict_proba(df)
+
+    def evaluate(self, df: pd.DataFrame, sample_weight: Any = None) -> dict[str, float]:
+        _require_target(df, self.target.name)
+        y = self.target.encode(df[self.target.name])
+        pred = self.predictor().predict_raw(df)
+        return task_metrics(self.target.task, y, pred, check_weights(sample_weight, len(df)),
+                            self.target.n_classes)
+
+    # ---- artifacts -----------------------------------------------------------------------------
+    def embedding_weights(self) -> dict[str, np.ndarray]:
+        return {c: w.numpy() for c, w in self.model.embedding_weights().items()}
+
+    def embedding_tables(self, source: str | None = None) -> EmbeddingTables:
+        from .tables import tables_from_preprocessor
+
+        tables = tables_from_preprocessor(self.preprocessor, self.embedding_weights())
+        tables.source = source
+        return tables
+
+    def export_tables(self, path: str | Path, source: str | None = None) -> Path:
+        from .tables import write_tables
+
+        return write_tables(path, self.embedding_tables(), source=source)
+
+    def save(self, path: str | Path, metrics: dict[str, float] | None = None,
+             extra: dict[str, Any] | None = None, source: str | None = None) -> Path:
+        """Write the model bundle (JSON + safetensors + embedding tables)."""
+        return save_bundle(path, preprocessor=self.preprocessor, target=self.target, model=self.model,
+                           train_config=self.train_config.to_dict(), metrics=metrics,
+                           history=self.history.to_dict(), extra=extra, source=source)
+
+
+def _require_target(df: pd.DataFrame, target: str) -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    if len(df) == 0:
+        raise DataError("the frame is empty (0 rows); pass at least one row")
+    if target not in df.columns:
+        raise DataError(f"target column {target!r} is not in the data; columns are {list(df.columns)[:20]}. "
+                        "Name the right column in FeatureSpec(target=...)")
+
+
+def fit_tables(X: pd.DataFrame, y: Any, *, columns: list[str] | None = None, sample_weight: Any = None,
+               task: str | None = None, valid_fraction: float = 0.1, epochs: int = 5,
+               random_state: int | None = None, device: str = "auto", **net_kwargs: Any) -> EmbeddingTables:
+    """Train a net on ``X, y`` and return its embedding tables (used by ``EmbeddingTransformer.fit``).
+
+    ``columns`` are embedded (categorical); the other columns of ``X`` are continuous inputs of the net.
+    ``valid_fraction`` of the rows (seeded split) is held out for early stopping. ``net_kwargs`` go to
+    :class:`NetConfig` (``layers``, ``emb_dims``, ``dropout``, ...) or :class:`TrainConfig` (``lr``,
+    ``batch_size``, ``weight_decay``, ...).
+    """
+    if not isinstance(X, pd.DataFrame):
+        raise DataError(f"fit_tables expects a pandas DataFrame, got {type(X).__name__}")
+    df = X.reset_index(drop=True).copy()
+    target = "__embedkit_target__"
+    df[target] = np.asarray(y)
+    cols = list(columns) if columns is not None else None
+    cont = None if cols is None else [c for c in X.columns if c not in cols]
+    spec = FeatureSpec(target=target, categorical=cols, continuous=cont, dates=None if cols is None else [])
+    seed = 0 if random_state is None else int(np.random.RandomState(random_state).randint(0, 2**31 - 1)) \
+        if not isinstance(random_state, int) else random_state
+    net_fields = set(NetConfig.__dataclass_fields__)
+    train_fields = set(TrainConfig.__dataclass_fields__)
+    bad = set(net_kwargs) - net_fields - train_fields
+    if bad:
+        raise TypeError(f"unknown option(s) {sorted(bad)}; NetConfig takes {sorted(net_fields)}, "
+                        f"TrainConfig takes {sorted(train_fields)}")
+    net_cfg = NetConfig(**{k: v for k, v in net_kwargs.items() if k in net_fields})
+    tcfg = TrainConfig(**{k: v for k, v in net_kwargs.items() if k in train_fields and k not in ("epochs", "seed",
+                                                                                                 "device")},
+                       epochs=epochs, seed=seed, device=device)
+    w = check_weights(sample_weight, len(df))
+    n = len(df)
+    order = np.random.default_rng(seed).permutation(n)
+    n_valid = int(round(n * valid_fraction)) if valid_fraction and n >= 20 else 0
+    tr, va = order[n_valid:], order[:n_valid]
+    train_df = df.iloc[tr].reset_index(drop=True)
+    valid_df = df.iloc[va].reset_index(drop=True) if n_valid else None
+    if n_valid and tcfg.early_stopping_patience is None:
+        tcfg.early_stopping_patience = 2
+    learn = Learner.from_frame(train_df, spec, task=task, net_config=net_cfg, train_config=tcfg)
+    learn.fit(train_df, valid_df, sample_weight=None if w is None else w[tr],
+              valid_sample_weight=None if (w is None or not n_valid) else w[va])
+    return learn.embedding_tables()

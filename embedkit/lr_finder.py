@@ -1,0 +1,145 @@
+"""The learning-rate finder: an exponential sweep of the rate over mini-batches, watching the loss."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .optim import configure_optimizer
+from .trainer import Trainer, _clone_state
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .data import TensorData
+
+
+@dataclass
+class LRFinderResult:
+    """The sweep: rates, raw and smoothed losses, and suggested rates.
+
+    ``suggestion`` is the ``valley`` rate (the middle of the longest descent of the smoothed loss,
+    fast.ai's default); ``alternatives`` also gives ``minimum/10`` (a tenth of the rate at the lowest
+    loss) and ``steepest`` (where the loss falls fastest).
+    """
+
+    lrs: list[float]
+    losses: list[float]
+    smoothed: list[float]
+    suggestion: float
+    alternatives: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"lrs": self.lrs, "losses": self.losses, "smoothed": self.smoothed,
+                "suggestion": self.suggestion, "alternatives": self.alternatives}
+
+    def plot(self, ax: Any = None) -> Figure:
+        """Smoothed loss against the learning rate (log scale) with the suggestions marked."""
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(6, 4))
+        else:
+            fig = ax.figure
+        ax.plot(self.lrs, self.smoothed, label="smoothed loss")
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate")
+        ax.set_ylabel("loss")
+        markers = {"valley": "o", "minimum/10": "s", "steepest": "^"}
+        for name, lr in self.alternatives.items():
+            y = float(np.interp(np.log(lr), np.log(self.lrs), self.smoothed))
+            ax.plot([lr], [y], markers.get(name, "x"), label=f"{name}: {lr:.2e}")
+        ax.set_title(f"LR finder (suggestion {self.suggestion:.2e})")
+        ax.legend()
+        return fig
+
+
+def valley(lrs: np.ndarray, losses: np.ndarray) -> float:
+    """The rate about half-way down the longest decreasing run of losses (fast.ai's ``valley``)."""
+    n = len(losses)
+    lds = [1] * n
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+        if lds[max_end] < lds[i]:
+            max_end = i
+            max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    idx = max_start + int(sections) + int(sections / 2)
+    return float(lrs[min(idx, n - 1)])
+
+
+def suggestions(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
+    i_min = int(np.argmin(smoothed))
+    grads = np.gradient(smoothed, np.log(lrs)) if len(lrs) > 2 else np.zeros(len(lrs))
+    # the steepest descent before the minimum (after it the loss is diverging)
+    i_steep = int(np.argmin(grads[: max(i_min, 1)]))
+    return {"valley": valley(lrs, smoothed), "minimum/10": float(lrs[i_min] / 10),
+            "steepest": float(lrs[i_steep])}
+
+
+def lr_find(trainer: Trainer, train: TensorData, start_lr: float = 1e-7, end_lr: float = 10.0,
+            num: int = 100, beta: float = 0.98, stop_div: float = 4.0) -> LRFinderResult:
+    """Sweep the learning rate exponentially from ``start_lr`` to ``end_lr`` over ``num`` mini-batches.
+
+    The loss is smoothed (exponential moving average with bias correction, factor ``beta``); the sweep stops
+    once the smoothed loss passes ``stop_div`` times its best. The model's weights are restored from memory
+    afterwards, so the finder leaves no trace on training.
+    """
+    if num < 3:
+        raise ValueError("num must be at least 3")
+    cfg = trainer.config
+    model = trainer.model
+    saved = _clone_state(model)
+    data = train.to(trainer.device)
+    n = len(data)
+    optimizer = configure_optimizer(model, start_lr, cfg.weight_decay, cfg.decay_embeddings,
+                                    betas=(cfg.moms[0], 0.99))
+    trainer.optimizer = optimizer
+    g = torch.Generator().manual_seed(cfg.seed)
+    mult = (end_lr / start_lr) ** (1 / (num - 1))
+    lrs: list[float] = []
+    losses: list[float] = []
+    smoothed: list[float] = []
+    avg, best = 0.0, math.inf
+    model.train()
+    perm = torch.randperm(n, generator=g).to(trainer.device)
+    pos = 0
+    try:
+        for i in range(num):
+            if pos + trainer.batch_size > n:
+                perm = torch.randperm(n, generator=g).to(trainer.device)
+                pos = 0
+            idx = perm[pos:pos + trainer.batch_size]
+            pos += trainer.batch_size
+            lr = start_lr * mult**i
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batch = data.take(idx)
+            loss = float(trainer._step(batch.x_cat, batch.x_cont, batch.y, batch.w))
+            if not math.isfinite(loss):
+                break
+            avg = beta * avg + (1 - beta) * loss
+            sm = avg / (1 - beta ** (i + 1))
+            lrs.append(lr)
+            losses.append(loss)
+            smoothed.append(sm)
+            best = min(best, sm)
+            if i > 0 and sm > stop_div * best:
+                break
+    finally:
+        model.load_state_dict(saved)
+        trainer.optimizer = None
+    if len(lrs) < 3:
+        raise RuntimeError("the LR finder diverged within its first steps; lower start_lr")
+    alts = suggestions(np.array(lrs), np.array(smoothed))
+    return LRFinderResult(lrs, losses, smoothed, alts["valley"], alts)

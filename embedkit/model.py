@@ -1,0 +1,158 @@
+"""The tabular net: entity embeddings + continuous inputs → Linear/ReLU/BatchNorm/Dropout blocks → a head."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+TASKS = ("regression", "binary", "multiclass")
+
+
+def default_emb_dim(n_codes: int) -> int:
+    """Embedding width for a vocabulary of ``n_codes`` rows: ``min(600, round(1.6 * n ** 0.56))``."""
+    return int(min(600, round(1.6 * n_codes**0.56)))
+
+
+@dataclass
+class NetConfig:
+    """Architecture of a :class:`TabularNet`. Defaults follow the fast.ai tabular course."""
+
+    task: str = "binary"
+    n_classes: int = 2  # output classes (multiclass only)
+    n_targets: int = 1  # regression outputs
+    layers: list[int] = field(default_factory=lambda: [200, 100])  # hidden widths
+    dropout: list[float] | float = field(default_factory=lambda: [0.001, 0.01])  # per hidden layer
+    emb_dropout: float = 0.04  # dropout on the concatenated embeddings
+    emb_dims: dict[str, int] = field(default_factory=dict)  # per-column width overrides
+    use_bn: bool = True  # BatchNorm after each hidden ReLU
+    bn_cont: bool = True  # BatchNorm on the continuous inputs
+    y_range: tuple[float, float] | None = None  # regression: squash outputs into (lo, hi) by a sigmoid
+    sparse_embeddings: bool = True  # row-sparse gradients for embeddings (only touched rows update)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.y_range is not None:
+            self.y_range = (float(self.y_range[0]), float(self.y_range[1]))
+
+    @property
+    def out_dim(self) -> int:
+        if self.task == "binary":
+            return 1
+        if self.task == "multiclass":
+            return self.n_classes
+        return self.n_targets
+
+    def dropouts(self) -> list[float]:
+        if isinstance(self.dropout, (int, float)):
+            return [float(self.dropout)] * len(self.layers)
+        if len(self.dropout) != len(self.layers):
+            raise ValueError(f"dropout has {len(self.dropout)} values for {len(self.layers)} layers")
+        return [float(p) for p in self.dropout]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["y_range"] = list(self.y_range) if self.y_range else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetConfig:
+        d = dict(d)
+        if d.get("y_range"):
+            d["y_range"] = tuple(d["y_range"])
+        return cls(**d)
+
+
+class TabularNet(nn.Module):
+    """Entity embeddings for categorical inputs plus continuous inputs, through an MLP.
+
+    ``forward(x_cat, x_cont)`` takes int64 codes ``[n, n_cat]`` and float32 ``[n, n_cont]`` and returns
+    raw outputs (logits for classification; values for regression).
+    """
+
+    def __init__(self, cat_names: list[str], cardinalities: list[int], n_cont: int, config: NetConfig) -> None:
+        super().__init__()
+        if len(cat_names) != len(cardinalities):
+            raise ValueError("cat_names and cardinalities differ in length")
+        self.config = config
+        self.cat_names = list(cat_names)
+        self.cardinalities = list(cardinalities)
+        self.n_cont = n_cont
+        self.emb_dims = [config.emb_dims.get(c, default_emb_dim(n)) for c, n in zip(cat_names, cardinalities,
+                                                                                      strict=True)]
+        self.embeds = nn.ModuleList(
+            nn.Embedding(n, d, sparse=config.sparse_embeddings)
+            for n, d in zip(cardinalities, self.emb_dims, strict=True)
+        )
+        for e in self.embeds:
+            # fast.ai's truncated-normal init, std 0.01: starts every category near the origin.
+            with torch.no_grad():
+                nn.init.trunc_normal_(e.weight, std=0.01, a=-0.02, b=0.02)
+        self.emb_drop = nn.Dropout(config.emb_dropout)
+        self.bn_cont = nn.BatchNorm1d(n_cont) if (config.bn_cont and n_cont) else None
+        n_in = sum(self.emb_dims) + n_cont
+        blocks: list[nn.Module] = []
+        for width, p in zip(config.layers, config.dropouts(), strict=True):
+            blocks += [nn.Linear(n_in, width), nn.ReLU(inplace=True)]
+            if config.use_bn:
+                blocks.append(nn.BatchNorm1d(width))
+            if p > 0:
+                blocks.append(nn.Dropout(p))
+            n_in = width
+        self.body = nn.Sequential(*blocks)
+        self.head = nn.Linear(n_in, config.out_dim)
+
+    def embed(self, x_cat: torch.Tensor) -> torch.Tensor:
+        return torch.cat([e(x_cat[:, i]) for i, e in enumerate(self.embeds)], dim=1)
+
+    def forward(self, x_cat: torch.Tensor, x_cont: torch.Tensor) -> torch.Tensor:
+        parts = []
+        if self.embeds:
+            parts.append(self.emb_drop(self.embed(x_cat)))
+        if self.n_cont:
+            parts.append(self.bn_cont(x_cont) if self.bn_cont is not None else x_cont)
+        x = self.head(self.body(torch.cat(parts, dim=1)))
+        if self.config.y_range is not None:
+            lo, hi = self.config.y_range
+            x = torch.sigmoid(x) * (hi - lo) + lo
+        return x
+
+    def embedding_weights(self) -> dict[str, torch.Tensor]:
+        """The learned embedding matrix of each categorical column (row i = code i), detached on the CPU."""
+        return {c: e.weight.detach().float().cpu() for c, e in zip(self.cat_names, self.embeds, strict=True)}
+
+    def architecture(self) -> dict[str, Any]:
+        return {"cat_names": self.cat_names, "cardinalities": self.cardinalities, "n_cont": self.n_cont,
+                "config": self.config.to_dict()}
+
+    @classmethod
+    def from_architecture(cls, arch: dict[str, Any]) -> TabularNet:
+        return cls(arch["cat_names"], arch["cardinalities"], int(arch["n_cont"]),
+                   NetConfig.from_dict(arch["config"]))
+
+
+def loss_fn(task: str, out: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
+    """The task's training loss, weighted by ``w`` when given (weights normalised to mean 1 per batch)."""
+    out = out.float()
+    if task == "binary":
+        per = nn.functional.binary_cross_entropy_with_logits(out.squeeze(1), y, reduction="none")
+    elif task == "multiclass":
+        per = nn.functional.cross_entropy(out, y, reduction="none")
+    else:
+        per = ((out - y.view(out.shape)) ** 2).mean(dim=1)
+    if w is None:
+        return per.mean()
+    return (per * w).sum() / w.sum().clamp_min(1e-12)
+
+
+def to_prediction(task: str, out: torch.Tensor) -> torch.Tensor:
+    """Map raw outputs to predictions: probability of class 1, class probabilities, or values."""
+    out = out.float()
+    if task == "binary":
+        return torch.sigmoid(out.squeeze(1))
+    if task == "multiclass":
+        return torch.softmax(out, dim=1)
+    return out.squeeze(1) if out.shape[1] == 1 else out

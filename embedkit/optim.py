@@ -1,0 +1,135 @@
+"""AdamW with explicit parameter groups, and row-sparse updates for embedding tables.
+
+Which tensors get weight decay is explicit: linear weights do; biases and batch-norm parameters never do;
+embedding tables do only when ``decay_embeddings`` is set. Weight decay is decoupled (AdamW): it shrinks
+weights directly instead of being added to the gradient.
+
+Embeddings with sparse gradients are updated row-sparsely ("lazy" Adam: only the rows present in a batch
+move, and their moment estimates update only then). For the two ~650k-parameter tables of the flights
+example this removes most of the optimizer's cost per step. With ``decay_embeddings`` the decoupled
+decay is applied to the touched rows only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .model import TabularNet
+
+
+class SparseAdamW(torch.optim.Optimizer):
+    """Lazy Adam with decoupled weight decay for parameters with sparse (row) gradients."""
+
+    def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.99),
+                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad
+                if not grad.is_sparse:
+                    raise RuntimeError("SparseAdamW needs sparse gradients (nn.Embedding(sparse=True))")
+                grad = grad.coalesce()
+                idx, vals = grad.indices()[0], grad.values()
+                if idx.numel() == 0:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros((), dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                state["step"] += 1
+                t = float(state["step"])
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m_rows = m.index_select(0, idx).mul_(b1).add_(vals, alpha=1 - b1)
+                v_rows = v.index_select(0, idx).mul_(b2).addcmul_(vals, vals, value=1 - b2)
+                m.index_copy_(0, idx, m_rows)
+                v.index_copy_(0, idx, v_rows)
+                step_size = lr / (1 - b1**t)
+                denom = (v_rows / (1 - b2**t)).sqrt_().add_(eps)
+                rows = p.index_select(0, idx)
+                if wd:
+                    rows.mul_(1 - lr * wd)
+                rows.addcdiv_(m_rows, denom, value=-step_size)
+                p.index_copy_(0, idx, rows)
+
+
+class GroupedOptimizer:
+    """Several optimizers stepped as one (dense AdamW + SparseAdamW), with a shared ``param_groups`` view."""
+
+    def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def step(self) -> None:
+        for o in self.optimizers:
+            o.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizers": [o.state_dict() for o in self.optimizers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for o, s in zip(self.optimizers, state["optimizers"], strict=True):
+            o.load_state_dict(s)
+
+
+def param_groups(model: TabularNet, weight_decay: float, decay_embeddings: bool) -> dict[str, list[nn.Parameter]]:
+    """Split parameters into ``decay`` / ``no_decay`` (dense) and ``emb_decay`` / ``emb_no_decay``."""
+    emb_ids = {id(e.weight) for e in model.embeds}
+    groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "embeddings": []}
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad:
+                continue
+            if id(p) in emb_ids:
+                groups["embeddings"].append(p)
+            elif isinstance(module, nn.Linear) and name == "weight":
+                groups["decay"].append(p)
+            else:  # biases, batch-norm weights and biases
+                groups["no_decay"].append(p)
+    return groups
+
+
+def configure_optimizer(model: TabularNet, lr: float, weight_decay: float = 0.01,
+                        decay_embeddings: bool = False, betas: tuple[float, float] = (0.9, 0.99),
+                        eps: float = 1e-5) -> GroupedOptimizer:
+    """AdamW (decoupled weight decay) with explicit groups; sparse embeddings get :class:`SparseAdamW`."""
+    g = param_groups(model, weight_decay, decay_embeddings)
+    emb_wd = weight_decay if decay_embeddings else 0.0
+    dense_groups: list[dict[str, Any]] = [
+        {"params": g["decay"], "weight_decay": weight_decay, "name": "decay"},
+        {"params": g["no_decay"], "weight_decay": 0.0, "name": "no_decay"},
+    ]
+    opts: list[torch.optim.Optimizer] = []
+    if model.config.sparse_embeddings:
+        if g["embeddings"]:
+            opts.append(SparseAdamW([{"params": g["embeddings"], "weight_decay": emb_wd, "name": "embeddings"}],
+                                    lr=lr, betas=betas, eps=eps))
+    else:
+        dense_groups.append({"params": g["embeddings"], "weight_decay": emb_wd, "name": "embeddings"})
+    dense_groups = [d for d in dense_groups if d["params"]]
+    opts.insert(0, torch.optim.AdamW(dense_groups, lr=lr, betas=betas, eps=eps))
+    return GroupedOptimizer(opts)
+
+
+def set_hyper(optimizer: GroupedOptimizer, lr: float, momentum: float | None = None) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if momentum is not None:
+            group["betas"] = (momentum, group["betas"][1])

@@ -1,0 +1,395 @@
+"""The training loop: mini-batches over tensors on the device, AdamW + one-cycle, validation, early stopping,
+atomic checkpoints, resume, and the practical guards (NaN/inf loss, CUDA out-of-memory).
+
+Reads as its names: ``fit → run_epoch → train_step``, with callbacks notified at each named event.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._io import atomic_path
+from .callbacks import Callback, CallbackList
+from .data import TensorData
+from .device import amp_dtype, resolve_device
+from .exceptions import FormatError, TrainingDivergedError
+from .metrics import MONITOR, task_metrics
+from .model import TabularNet, loss_fn, to_prediction
+from .optim import GroupedOptimizer, configure_optimizer, set_hyper
+from .preprocessing import N_RESERVED, UNKNOWN
+from .schedule import OneCycle
+
+log = logging.getLogger("embedkit")
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Defaults are the course's: batch 1024, one-cycle, AdamW, lr from ``lr_find``."""
+
+    epochs: int = 5
+    batch_size: int = 1024
+    lr: float | None = None  # peak learning rate; None = the lr_find suggestion
+    weight_decay: float = 0.01  # decoupled (AdamW); never on biases or batch-norm
+    decay_embeddings: bool = False  # whether embedding tables get weight decay too
+    pct_start: float = 0.25  # fraction of steps warming up
+    div: float = 25.0  # start lr = lr / div
+    final_div: float = 1e5  # final lr = lr / final_div
+    moms: tuple[float, float] = (0.95, 0.85)  # Adam beta1: high → low → high
+    grad_clip: float | None = None  # max gradient norm of the dense parameters
+    early_stopping_patience: int | None = None  # epochs without improvement before stopping
+    monitor: str | None = None  # validation metric to watch; default per task (log_loss / rmse)
+    restore_best: bool = True  # end with the weights of the best validation epoch
+    unknown_swap_prob: float = 0.02  # fraction of training codes swapped for "unknown" each batch
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA (bf16 where supported)
+    eval_batch_size: int = 16384
+    checkpoint_dir: str | None = None  # where checkpoint.pt is written after every epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["moms"] = list(self.moms)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        d = dict(d)
+        if "moms" in d:
+            d["moms"] = tuple(d["moms"])
+        return cls(**d)
+
+
+@dataclass
+class History:
+    epochs: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int | None = None
+    best_score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "best_epoch": self.best_epoch, "best_score": self.best_score}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> History:
+        return cls(list(d.get("epochs", [])), d.get("best_epoch"), d.get("best_score"))
+
+
+def _is_oom(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+
+
+class _RetryEpoch(Exception):
+    pass
+
+
+class Trainer:
+    """Trains a :class:`TabularNet` for a task (``regression``, ``binary`` or ``multiclass``)."""
+
+    def __init__(self, model: TabularNet, task: str, config: TrainConfig | None = None,
+                 callbacks: list[Callback] | None = None) -> None:
+        self.model = model
+        self.task = task
+        self.config = config or TrainConfig()
+        self.callbacks = CallbackList(callbacks or [])
+        self.device = resolve_device(self.config.device)
+        self.amp = amp_dtype(self.device) if self.config.amp else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
+        self.history = History()
+        self.stop_training = False
+        self.batch_size = self.config.batch_size
+        self.global_step = 0
+        self.epoch = 0
+        self.optimizer: GroupedOptimizer | None = None
+        self.schedule: OneCycle | None = None
+        self.checkpoint_path: Path | None = (
+            Path(self.config.checkpoint_dir) / CHECKPOINT_NAME if self.config.checkpoint_dir else None
+        )
+        self._best_state: dict[str, torch.Tensor] | None = None
+        self._last_good_state: dict[str, torch.Tensor] | None = None
+        self.model.to(self.device)
+
+    # ---- public API ----------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, math.ceil(self._n_train / self.batch_size))
+
+    def fit(self, train: TensorData, valid: TensorData | None = None, resume_from: str | Path | None = None,
+            lr: float | None = None) -> History:
+        """Train for ``config.epochs`` epochs (continuing a checkpoint when ``resume_from`` is given)."""
+        cfg = self.config
+        self._train = train.to(self.device)
+        self._valid = valid.to(self.device) if valid is not None else None
+        self._n_train = len(train)
+        if self._n_train == 0:
+            raise ValueError("the training data is empty")
+        peak = lr if lr is not None else cfg.lr
+        if peak is None:
+            raise ValueError("no learning rate: set TrainConfig.lr or run lr_find() and pass its suggestion")
+        self.lr_max = float(peak)
+        self.optimizer = configure_optimizer(self.model, self.lr_max, cfg.weight_decay, cfg.decay_embeddings,
+                                             betas=(cfg.moms[0], 0.99))
+        self._make_schedule()
+        start_epoch = 0
+        if resume_from is not None:
+            start_epoch = self.load_checkpoint(resume_from)
+        self.stop_training = False
+        self.callbacks.notify("on_train_begin", self)
+        try:
+            for epoch in range(start_epoch, cfg.epochs):
+                self.epoch = epoch
+                self._last_good_state = _clone_state(self.model)
+                logs = self._run_epoch_with_retries(epoch)
+                logs.update(self.validate())
+                self._update_best(epoch, logs)
+                self.history.epochs.append(logs)
+                if self.checkpoint_path is not None:
+                    self.save_checkpoint(self.checkpoint_path, epoch + 1)
+                self.callbacks.notify("on_epoch_end", self, epoch, logs)
+                if self._should_stop_early(epoch):
+                    log.info("early stopping after epoch %d (best epoch %s)", epoch + 1,
+                             (self.history.best_epoch or 0) + 1)
+                    break
+                if self.stop_training:
+                    break
+        finally:
+            self.callbacks.notify("on_train_end", self)
+        if cfg.restore_best and self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        return self.history
+
+    # ---- one epoch -----------------------------------------------------------------------------
+    def _make_schedule(self) -> None:
+        cfg = self.config
+        self.schedule = OneCycle(self.lr_max, cfg.epochs * self.steps_per_epoch, cfg.pct_start, cfg.div,
+                                 cfg.final_div, tuple(cfg.moms))  # type: ignore[arg-type]
+
+    def _run_epoch_with_retries(self, epoch: int) -> dict[str, Any]:
+        while True:
+            try:
+                return self.run_epoch(epoch)
+            except _RetryEpoch:
+                continue
+
+    def _epoch_permutation(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
+        return torch.randperm(self._n_train, generator=g).to(self.device)
+
+    def run_epoch(self, epoch: int) -> dict[str, Any]:
+        self.model.train()
+        self.callbacks.notify("on_epoch_begin", self, epoch)
+        perm = self._epoch_permutation(epoch)
+        gen = torch.Generator(device=self.device).manual_seed(self.config.seed * 7_919 + epoch)
+        bs = self.batch_size
+        total, count = torch.zeros((), device=self.device), 0
+        t0 = time.perf_counter()
+        step0 = epoch * self.steps_per_epoch
+        for i, start in enumerate(range(0, self._n_train, bs)):
+            idx = perm[start:start + bs]
+            if idx.numel() < 2 and self.model.config.use_bn:
+                continue  # BatchNorm cannot train on a single row
+            batch = self._train.take(idx)
+            x_cat = self._swap_unknown(batch.x_cat, gen)
+            self.global_step = step0 + i
+            try:
+                loss = self.train_step(x_cat, batch.x_cont, batch.y, batch.w)
+            except TrainingDivergedError:
+                raise
+            except RuntimeError as exc:
+                if not _is_oom(exc) or self.device.type != "cuda" or bs <= 1:
+                    raise
+                self._handle_oom(epoch, exc)
+                raise _RetryEpoch() from exc
+            loss_value = float(loss)
+            if not math.isfinite(loss_value):
+                self._diverged(epoch, i, loss_value)
+            total += loss.detach() * idx.numel()
+            count += idx.numel()
+            self.callbacks.notify("on_batch_end", self, self.global_step, loss_value)
+        seconds = time.perf_counter() - t0
+        return {"epoch": epoch + 1, "train_loss": float(total) / max(count, 1),
+                "rows_per_s": count / seconds if seconds > 0 else float("nan"),
+                "lr": self.schedule.lr(self.global_step) if self.schedule else float("nan"),
+                "batch_size": bs, "seconds": seconds}
+
+    def _swap_unknown(self, x_cat: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """Teach the "unknown" row: a small random fraction of known codes becomes UNKNOWN each batch."""
+        p = self.config.unknown_swap_prob
+        if p <= 0 or x_cat.numel() == 0:
+            return x_cat
+        mask = torch.rand(x_cat.shape, generator=gen, device=x_cat.device) < p
+        mask &= x_cat >= N_RESERVED
+        return torch.where(mask, torch.full_like(x_cat, UNKNOWN), x_cat)
+
+    def train_step(self, x_cat: torch.Tensor, x_cont: torch.Tensor, y: torch.Tensor,
+                   w: torch.Tensor | None) -> torch.Tensor:
+        """One optimizer step at ``self.global_step`` of the schedule; returns the (detached) loss."""
+        assert self.optimizer is not None and self.schedule is not None
+        set_hyper(self.optimizer, self.schedule.lr(self.global_step), self.schedule.momentum(self.global_step))
+        return self._step(x_cat, x_cont, y, w)
+
+    def _step(self, x_cat: torch.Tensor, x_cont: torch.Tensor, y: torch.Tensor,
+              w: torch.Tensor | None) -> torch.Tensor:
+        assert self.optimizer is not None
+        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+            out = self.model(x_cat, x_cont)
+        loss = loss_fn(self.task, out, y, w)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer.optimizers[0])
+        else:
+            loss.backward()
+        if self.config.grad_clip:
+            dense = [p for p in self.model.parameters() if p.grad is not None and not p.grad.is_sparse]
+            torch.nn.utils.clip_grad_norm_(dense, self.config.grad_clip)
+        if self.scaler is not None:
+            for opt in self.optimizer.optimizers:
+                self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    # ---- guards --------------------------------------------------------------------------------
+    def _diverged(self, epoch: int, batch: int, value: float) -> None:
+        kept = "no checkpoint directory was configured"
+        if self._last_good_state is not None:
+            self.model.load_state_dict(self._last_good_state)
+            kept = "the model holds the weights from the start of this epoch"
+        if self.checkpoint_path is not None and self.checkpoint_path.exists():
+            kept += f"; the last good checkpoint is kept at {self.checkpoint_path}"
+        raise TrainingDivergedError(
+            f"training loss became {value} at epoch {epoch + 1}, batch {batch + 1}; {kept}. "
+            "Lower the learning rate (see lr_find), set grad_clip, or check the inputs for extreme values."
+        )
+
+    def _handle_oom(self, epoch: int, exc: BaseException) -> None:
+        assert self._last_good_state is not None
+        new_bs = max(1, self.batch_size // 2)
+        log.warning("CUDA out of memory at batch size %d (%s); retrying epoch %d with batch size %d",
+                    self.batch_size, str(exc).splitlines()[0], epoch + 1, new_bs)
+        self.model.load_state_dict(self._last_good_state)
+        if self.optimizer is not None:
+            self.optimizer.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        self.batch_size = new_bs
+        self._make_schedule()
+
+    # ---- validation & early stopping -----------------------------------------------------------
+    @torch.no_grad()
+    def predict_tensors(self, data: TensorData) -> np.ndarray:
+        self.model.eval()
+        outs = []
+        for start in range(0, len(data), self.config.eval_batch_size):
+            sl = slice(start, start + self.config.eval_batch_size)
+            with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
+                out = self.model(data.x_cat[sl], data.x_cont[sl])
+            outs.append(to_prediction(self.task, out).float().cpu())
+        return torch.cat(outs).numpy() if outs else np.empty(0, dtype=np.float32)
+
+    def validate(self) -> dict[str, float]:
+        if self._valid is None or self._valid.y is None or len(self._valid) == 0:
+            return {}
+        pred = self.predict_tensors(self._valid)
+        w = None if self._valid.w is None else self._valid.w.cpu().numpy()
+        m = task_metrics(self.task, self._valid.y.cpu().numpy(), pred, w, self.model.config.n_classes)
+        return {f"valid_{k}": v for k, v in m.items()}
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        name, mode = MONITOR[self.task]
+        if self.config.monitor:
+            name = self.config.monitor
+            mode = "max" if name in ("auc", "accuracy") else "min"
+        return f"valid_{name.removeprefix('valid_')}", mode
+
+    def _update_best(self, epoch: int, logs: dict[str, Any]) -> None:
+        key, mode = self.monitor
+        score = logs.get(key)
+        if score is None or not math.isfinite(score):
+            return
+        best = self.history.best_score
+        if best is None or (score < best if mode == "min" else score > best):
+            self.history.best_score = float(score)
+            self.history.best_epoch = epoch
+            if self.config.restore_best:
+                self._best_state = _clone_state(self.model)
+
+    def _should_stop_early(self, epoch: int) -> bool:
+        p = self.config.early_stopping_patience
+        if p is None or self.history.best_epoch is None:
+            return False
+        return epoch - self.history.best_epoch >= p
+
+    # ---- checkpoints ---------------------------------------------------------------------------
+    def save_checkpoint(self, path: str | Path, next_epoch: int) -> Path:
+        """Write model, optimizer, progress and history atomically (temp file + rename)."""
+        assert self.optimizer is not None
+        state = {
+            "version": CHECKPOINT_VERSION,
+            "next_epoch": next_epoch,
+            "batch_size": self.batch_size,
+            "lr_max": self.lr_max,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": self.history.to_dict(),
+            "best_state": self._best_state,
+            "architecture": self.model.architecture(),
+            "train_config": self.config.to_dict(),
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+        self.callbacks.notify("on_checkpoint", self, str(path))
+        return Path(path)
+
+    def load_checkpoint(self, path: str | Path) -> int:
+        """Restore the state written by :meth:`save_checkpoint`; returns the epoch to continue from."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / CHECKPOINT_NAME
+        state = read_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.batch_size = int(state["batch_size"])
+        self.lr_max = float(state["lr_max"])
+        self.optimizer = configure_optimizer(self.model, self.lr_max, self.config.weight_decay,
+                                             self.config.decay_embeddings, betas=(self.config.moms[0], 0.99))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._make_schedule()
+        self.history = History.from_dict(state["history"])
+        self._best_state = state.get("best_state")
+        return int(state["next_epoch"])
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only``: tensors and plain containers, never arbitrary objects)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise FormatError(f"checkpoint {path} is damaged or not an embedkit checkpoint: {exc}") from exc
+    if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
+        raise FormatError(f"checkpoint {path} has an unsupported format version {state.get('version')!r}")
+    return state
+
+
+def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A deep copy of the model's weights in memory (used by ``lr_find`` to restore them)."""
+    return copy.deepcopy(_clone_state(model))
