@@ -1,0 +1,283 @@
+"""The servable model: one directory format for "the net" and for "embeddings → a downstream model".
+
+This is the contract between training (``pipelines/``, which writes it) and serving (``service/`` and the
+MLflow pyfunc wrapper, which read it). It holds only safe formats: JSON, Parquet embedding tables,
+safetensors (the net), LightGBM's text model, and skops for other scikit-learn estimators (loaded with an
+explicit allow-list of types, never plain pickle).
+
+Layout::
+
+    servable.json     format version, kind ("net" | "pipeline"), task, classes, input schema, details
+    bundle/           kind "net": the model bundle (embedkit.bundle)
+    tables/           kind "pipeline": the embedding tables the transformer reads
+    estimator.txt     kind "pipeline" with LightGBM: the booster's text model
+    estimator.skops   kind "pipeline" with another scikit-learn estimator
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._io import atomic_dir
+from ._version import __version__
+from .exceptions import DataError, FormatError
+
+SERVABLE_FORMAT_VERSION = 1
+SERVABLE_FILE = "servable.json"
+
+#: scikit-learn types a skops estimator file may contain; anything else is refused at load.
+TRUSTED_SKOPS_PREFIXES = ("sklearn.", "numpy.", "builtins.", "collections.")
+
+
+def input_schema_from_preprocessor(pre: Any) -> list[dict[str, Any]]:
+    """One entry per input column: name, role (categorical/continuous/date) and value kind."""
+    spec = pre.spec_
+    out: list[dict[str, Any]] = []
+    for c in spec.categorical or []:
+        out.append({"name": c, "role": "categorical", "kind": pre.vocabs_[c].kind})
+    for c in spec.continuous or []:
+        out.append({"name": c, "role": "continuous", "kind": "number"})
+    for c in spec.dates or []:
+        out.append({"name": c, "role": "date", "kind": "timestamp"})
+    return out
+
+
+class Servable:
+    """A loaded servable model. ``predict`` gives labels/values; ``predict_proba`` class probabilities."""
+
+    def __init__(self, path: Path, meta: dict[str, Any], tables: Any, predict_raw: Any) -> None:
+        self.path = path
+        self.meta = meta
+        self.tables = tables
+        self._predict_raw = predict_raw
+
+    # ---- description ---------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return str(self.meta["kind"])
+
+    @property
+    def task(self) -> str:
+        return str(self.meta["task"])
+
+    @property
+    def classes(self) -> list[Any] | None:
+        return self.meta.get("classes")
+
+    @property
+    def input_schema(self) -> list[dict[str, Any]]:
+        return list(self.meta["input_schema"])
+
+    @property
+    def feature_columns(self) -> list[str]:
+        return [c["name"] for c in self.input_schema]
+
+    # ---- prediction ----------------------------------------------------------------------------
+    def _check(self, df: pd.DataFrame) -> None:
+        if not isinstance(df, pd.DataFrame):
+            raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
+        missing = [c for c in self.feature_columns if c not in df.columns]
+        if missing:
+            raise DataError(f"column(s) {missing} missing from the input; the model needs {self.feature_columns}")
+
+    def predict_raw(self, df: pd.DataFrame) -> np.ndarray:
+        """P(class 1) for binary, class probabilities for multiclass, values for regression."""
+        self._check(df)
+        return np.asarray(self._predict_raw(df))
+
+    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
+        if self.task == "regression":
+            raise AttributeError("predict_proba is for classifiers; this model does regression")
+        p = self.predict_raw(df)
+        return np.column_stack([1 - p, p]) if self.task == "binary" else p
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        p = self.predict_raw(df)
+        if self.task == "regression":
+            return p
+        idx = (p > 0.5).astype(np.int64) if self.task == "binary" else p.argmax(axis=1)
+        return np.asarray(self.classes, dtype=object)[idx]
+
+    def unknown_counts(self, df: pd.DataFrame) -> dict[str, int]:
+        """How many values per embedded column are unknown (never seen in training, or too rare)."""
+        out = {}
+        for name, table in self.tables.items():
+            if name in df.columns:
+                out[name] = int((table.vocab.encode(df[name]) == 1).sum())
+        return out
+
+    # ---- embeddings ----------------------------------------------------------------------------
+    def embedding(self, column: str, value: Any) -> tuple[np.ndarray, str]:
+        """The vector of ``value`` in ``column`` and which row it came from (value/missing/unknown)."""
+        table = self._table(column)
+        code = int(table.vocab.encode(pd.Series([value], dtype=object))[0])
+        kind = "missing" if code == 0 else "unknown" if code == 1 else "value"
+        return table.weights[code], kind
+
+    def neighbors(self, column: str, value: Any, k: int = 10) -> list[dict[str, Any]]:
+        """The ``k`` categories of ``column`` nearest to ``value`` by cosine similarity (itself excluded)."""
+        table = self._table(column)
+        vec, _ = self.embedding(column, value)
+        w = table.weights[2:]
+        norms = np.linalg.norm(w, axis=1) * max(float(np.linalg.norm(vec)), 1e-12)
+        sims = (w @ vec) / np.maximum(norms, 1e-12)
+        code = int(table.vocab.encode(pd.Series([value], dtype=object))[0])
+        if code >= 2:
+            sims[code - 2] = -np.inf
+        k = max(0, min(k, len(sims) - (1 if code >= 2 else 0)))
+        top = np.argpartition(-sims, k - 1)[:k] if k else np.array([], dtype=int)
+        top = top[np.argsort(-sims[top], kind="stable")]
+        values = table.vocab.decode_values()
+        return [{"category": _jsonable(values.iloc[i]), "similarity": float(sims[i])} for i in top]
+
+    def _table(self, column: str) -> Any:
+        if column not in self.tables:
+            raise KeyError(column)
+        return self.tables[column]
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, pd.Timestamp):
+        return v.isoformat()
+    return v.item() if hasattr(v, "item") else v
+
+
+# ---- writing -------------------------------------------------------------------------------------
+def save_net_servable(path: str | Path, bundle_path: str | Path, *, name: str | None = None,
+                      metrics: dict[str, float] | None = None) -> Path:
+    """Package a model bundle as a servable (kind "net")."""
+    import shutil
+
+    from .bundle import read_bundle
+
+    contents = read_bundle(bundle_path)
+    meta = _meta("net", name, contents.target.task, contents.target.classes,
+                 input_schema_from_preprocessor(contents.preprocessor), metrics, {"bundle": "bundle"})
+    with atomic_dir(path) as tmp:
+        shutil.copytree(bundle_path, tmp / "bundle")
+        (tmp / SERVABLE_FILE).write_text(json.dumps(meta, indent=2))
+    return Path(path)
+
+
+def save_pipeline_servable(path: str | Path, *, transformer: Any, estimator: Any, task: str,
+                           classes: list[Any] | None, input_schema: list[dict[str, Any]],
+                           name: str | None = None, metrics: dict[str, float] | None = None) -> Path:
+    """Package a fitted ``EmbeddingTransformer`` and a fitted downstream estimator (kind "pipeline").
+
+    The estimator must have been fitted on ``transformer.transform(X)`` with the target encoded as
+    class ids ``0..k-1`` (classifiers) or values (regression).
+    """
+    from .tables import write_tables
+
+    est_type = type(estimator).__module__.split(".")[0]
+    details: dict[str, Any] = {
+        "transformer": {"params": _transformer_params(transformer),
+                        "feature_names_in": [str(c) for c in transformer.feature_names_in_]},
+        "estimator_class": f"{type(estimator).__module__}.{type(estimator).__name__}",
+    }
+    with atomic_dir(path) as tmp:
+        write_tables(tmp / "tables", transformer.tables_, source=getattr(transformer.tables_, "source", None))
+        if est_type == "lightgbm":
+            booster = estimator.booster_ if hasattr(estimator, "booster_") else estimator
+            booster.save_model(str(tmp / "estimator.txt"))
+            details["estimator"] = {"format": "lightgbm", "file": "estimator.txt"}
+        else:
+            import skops.io as sio
+
+            sio.dump(estimator, tmp / "estimator.skops")
+            details["estimator"] = {"format": "skops", "file": "estimator.skops"}
+        meta = _meta("pipeline", name, task, classes, input_schema, metrics, details)
+        (tmp / SERVABLE_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    return Path(path)
+
+
+def _transformer_params(transformer: Any) -> dict[str, Any]:
+    params = {k: v for k, v in transformer.get_params(deep=False).items() if k != "tables"}
+    return json.loads(json.dumps(params, default=str))
+
+
+def _meta(kind: str, name: str | None, task: str, classes: list[Any] | None, schema: list[dict[str, Any]],
+          metrics: dict[str, float] | None, details: dict[str, Any]) -> dict[str, Any]:
+    import datetime as _dt
+
+    return {"format_version": SERVABLE_FORMAT_VERSION, "kind": kind, "name": name, "task": task,
+            "classes": classes, "input_schema": schema, "metrics": metrics or {},
+            "embedkit_version": __version__, "created_at": _dt.datetime.now(_dt.UTC).isoformat(), **details}
+
+
+# ---- loading -------------------------------------------------------------------------------------
+def load_servable(path: str | Path) -> Servable:
+    """Load a servable directory written by :func:`save_net_servable` or :func:`save_pipeline_servable`."""
+    path = Path(path)
+    f = path / SERVABLE_FILE
+    if not f.exists():
+        raise FormatError(f"{path} is not an embedkit servable model: {SERVABLE_FILE} is missing")
+    try:
+        meta = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{f} is damaged: {exc}") from exc
+    if meta.get("format_version") != SERVABLE_FORMAT_VERSION:
+        raise FormatError(f"{f} has format_version {meta.get('format_version')!r}; this embedkit reads "
+                          f"{SERVABLE_FORMAT_VERSION}")
+    if meta["kind"] == "net":
+        from .predictor import Predictor
+        from .tables import load_tables
+
+        pred = Predictor.load(path / meta["bundle"])
+        tables = load_tables(path / meta["bundle"] / "tables")
+        return Servable(path, meta, tables, pred.predict_raw)
+    if meta["kind"] == "pipeline":
+        return _load_pipeline(path, meta)
+    raise FormatError(f"{f}: unknown servable kind {meta['kind']!r}")
+
+
+def _load_pipeline(path: Path, meta: dict[str, Any]) -> Servable:
+    from .tables import load_tables
+    from .transformer import EmbeddingTransformer
+
+    tables = load_tables(path / "tables")
+    tmeta = meta["transformer"]
+    transformer = EmbeddingTransformer(tables=tables, **tmeta["params"])
+    empty = pd.DataFrame({c: pd.Series([], dtype=_dtype_for(c, meta)) for c in tmeta["feature_names_in"]})
+    transformer.fit(empty)
+    est = meta["estimator"]
+    task = meta["task"]
+    if est["format"] == "lightgbm":
+        import lightgbm as lgb
+
+        booster = lgb.Booster(model_file=str(path / est["file"]))
+
+        def predict_raw(df: pd.DataFrame) -> np.ndarray:
+            return booster.predict(np.asarray(transformer.transform(df[tmeta["feature_names_in"]])))
+    elif est["format"] == "skops":
+        import skops.io as sio
+
+        file = path / est["file"]
+        untrusted = sio.get_untrusted_types(file=file)
+        refused = [t for t in untrusted if not t.startswith(TRUSTED_SKOPS_PREFIXES)]
+        if refused:
+            raise FormatError(f"{file} contains types outside the allow-list: {refused}")
+        model = sio.load(file, trusted=untrusted)
+
+        def predict_raw(df: pd.DataFrame) -> np.ndarray:
+            x = np.asarray(transformer.transform(df[tmeta["feature_names_in"]]))
+            if task == "regression":
+                return model.predict(x)
+            p = model.predict_proba(x)
+            return p[:, 1] if task == "binary" else p
+    else:
+        raise FormatError(f"{path}: unknown estimator format {est['format']!r}")
+    return Servable(path, meta, tables, predict_raw)
+
+
+def _dtype_for(column: str, meta: dict[str, Any]) -> str:
+    for c in meta["input_schema"]:
+        if c["name"] == column:
+            return {"string": "str", "integer": "int64", "boolean": "bool", "timestamp": "datetime64[ns]",
+                    "number": "float64"}.get(c["kind"], "object")
+    return "float64"
