@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from .bundle import save_bundle
 from .callbacks import Callback
@@ -72,7 +73,10 @@ class Learner:
         if unknown:
             raise DataError(f"emb_dims names column(s) {sorted(unknown)} that are not categorical inputs; "
                             f"categorical inputs are {pre.cat_names_}")
-        model = TabularNet(pre.cat_names_, pre.cardinalities, len(pre.cont_names_), cfg)
+        seed = (train_config or TrainConfig()).seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # the initial weights depend on the seed only
+            model = TabularNet(pre.cat_names_, pre.cardinalities, len(pre.cont_names_), cfg)
         return cls(pre, target, model, train_config, callbacks)
 
     # ---- data ----------------------------------------------------------------------------------

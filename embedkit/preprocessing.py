@@ -183,7 +183,7 @@ def _date_parts(s: pd.Series, name: str) -> tuple[dict[str, pd.Series], pd.Serie
         if p == "week":
             v = dt.isocalendar().week.astype("Int64")
         else:
-            v = getattr(dt, p)
+            v = getattr(dt, {"dayofweek": "day_of_week", "dayofyear": "day_of_year"}.get(p, p))
         if p.startswith("is_"):
             v = v.astype("Int64").where(ts.notna())
         parts[f"{name}_{p}"] = pd.Series(v, index=s.index).astype("Float64").astype("float64")

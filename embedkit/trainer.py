@@ -148,6 +148,9 @@ class Trainer:
         try:
             for epoch in range(start_epoch, cfg.epochs):
                 self.epoch = epoch
+                # dropout draws from torch's global generator: seeding it per epoch makes CPU runs
+                # reproducible, a resumed run included
+                torch.manual_seed(cfg.seed * 1_000_003 + epoch)
                 self._last_good_state = _clone_state(self.model)
                 logs = self._run_epoch_with_retries(epoch)
                 logs.update(self.validate())
@@ -206,7 +209,7 @@ class Trainer:
             except TrainingDivergedError:
                 raise
             except RuntimeError as exc:
-                if not _is_oom(exc) or self.device.type != "cuda" or bs <= 1:
+                if not _is_oom(exc) or bs <= 1:
                     raise
                 self._handle_oom(epoch, exc)
                 raise _RetryEpoch() from exc

@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from embedkit.model import NetConfig, TabularNet, default_emb_dim, loss_fn, to_prediction
+from embedkit.optim import configure_optimizer, param_groups
+
+
+def _net(task="binary", **kw):
+    return TabularNet(["a", "b"], [10, 500], 3, NetConfig(task=task, n_classes=4, **kw))
+
+
+def test_default_embedding_width_rule():
+    assert default_emb_dim(10) == round(1.6 * 10**0.56)
+    assert default_emb_dim(10**7) == 600
+    net = _net(emb_dims={"b": 7})
+    assert net.emb_dims == [default_emb_dim(10), 7]
+
+
+@pytest.mark.parametrize(("task", "shape"), [("binary", (8, 1)), ("multiclass", (8, 4)), ("regression", (8, 1))])
+def test_heads(task, shape):
+    net = _net(task).eval()
+    out = net(torch.randint(0, 10, (8, 2)), torch.randn(8, 3))
+    assert out.shape == shape
+    pred = to_prediction(task, out)
+    if task == "multiclass":
+        assert torch.allclose(pred.sum(1), torch.ones(8))
+    if task == "binary":
+        assert ((pred > 0) & (pred < 1)).all()
+
+
+def test_y_range_bounds_regression_outputs():
+    net = _net("regression", y_range=(2.0, 3.0)).eval()
+    out = net(torch.randint(0, 10, (64, 2)), torch.randn(64, 3) * 100)
+    assert (out >= 2).all() and (out <= 3).all()
+
+
+def test_architecture_rebuilds_the_same_net():
+    net = _net(layers=[16, 8], dropout=0.1)
+    clone = TabularNet.from_architecture(net.architecture())
+    clone.load_state_dict(net.state_dict())
+    x = (torch.randint(0, 10, (5, 2)), torch.randn(5, 3))
+    assert torch.equal(net.eval()(*x), clone.eval()(*x))
+
+
+def test_sample_weights_change_the_loss():
+    out = torch.tensor([[2.0], [-2.0]])
+    y = torch.tensor([1.0, 1.0])
+    unweighted = loss_fn("binary", out, y, None)
+    only_bad = loss_fn("binary", out, y, torch.tensor([0.0, 1.0]))
+    assert only_bad > unweighted
+
+
+def test_param_groups_decay_only_linear_weights():
+    net = _net()
+    g = param_groups(net, 0.1, decay_embeddings=False)
+    lin_weights = {id(m.weight) for m in net.modules() if isinstance(m, torch.nn.Linear)}
+    assert {id(p) for p in g["decay"]} == lin_weights
+    assert all(p.ndim == 1 for p in g["no_decay"])  # biases and batch-norm
+    assert {id(p) for p in g["embeddings"]} == {id(e.weight) for e in net.embeds}
+    opt = configure_optimizer(net, 1e-3, weight_decay=0.1, decay_embeddings=True)
+    wds = {g.get("name"): g["weight_decay"] for g in opt.param_groups}
+    assert wds == {"decay": 0.1, "no_decay": 0.0, "embeddings": 0.1}
+
+
+def test_adamw_decay_is_decoupled_from_the_gradient():
+    # with a zero gradient Adam moves nothing; decoupled decay still shrinks the weight by lr*wd
+    net = _net(sparse_embeddings=False)
+    opt = configure_optimizer(net, lr=0.1, weight_decay=0.5)
+    w = net.head.weight
+    before = w.detach().clone()
+    for p in net.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.allclose(w.detach(), before * (1 - 0.1 * 0.5))
+
+
+def test_sparse_embedding_update_touches_only_batch_rows():
+    net = _net()
+    opt = configure_optimizer(net, lr=0.1)
+    before = net.embeds[1].weight.detach().clone()
+    x_cat = torch.tensor([[1, 3], [2, 3], [4, 7]])
+    loss = loss_fn("binary", net(x_cat, torch.randn(3, 3)), torch.tensor([1.0, 0.0, 1.0]), None)
+    loss.backward()
+    opt.step()
+    changed = (net.embeds[1].weight.detach() != before).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [3, 7]
