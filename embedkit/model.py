@@ -24,7 +24,7 @@ class NetConfig:
     n_classes: int = 2  # output classes (multiclass only)
     n_targets: int = 1  # regression outputs
     layers: list[int] = field(default_factory=lambda: [200, 100])  # hidden widths
-    dropout: list[float] | float = field(default_factory=lambda: [0.001, 0.01])  # per hidden layer
+    dropout: list[float] | float = 0.01  # one rate for every hidden layer, or one per layer
     emb_dropout: float = 0.04  # dropout on the concatenated embeddings
     emb_dims: dict[str, int] = field(default_factory=dict)  # per-column width overrides
     use_bn: bool = True  # BatchNorm after each hidden ReLU

@@ -1,0 +1,104 @@
+import numpy as np
+import pandas as pd
+import pytest
+from _synthetic import grouped_categories
+
+from embedkit import DataError, FeatureSpec
+from embedkit.learner import Learner
+from embedkit.model import NetConfig
+from embedkit.trainer import TrainConfig
+
+SPEC = FeatureSpec(target="y", categorical=["cat", "other"], continuous=["x"], dates=[])
+
+
+def _fit(df, task=None, epochs=6, **tc):
+    cfg = TrainConfig(epochs=epochs, batch_size=128, lr=2e-2, **tc)
+    learn = Learner.from_frame(df, SPEC, task=task, net_config=NetConfig(layers=[32, 16]), train_config=cfg)
+    learn.fit(df)
+    return learn
+
+
+def _nearest_same_group_rate(w: np.ndarray, groups: np.ndarray) -> float:
+    z = w / np.linalg.norm(w, axis=1, keepdims=True)
+    sim = z @ z.T
+    np.fill_diagonal(sim, -np.inf)
+    return float((groups[sim.argmax(1)] == groups).mean())
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_learned_embeddings_cluster_by_hidden_group(task):
+    df, groups = grouped_categories(n=4000, n_cats=24, n_groups=3, task=task)
+    learn = _fit(df, task=task)
+    vocab = learn.preprocessor.vocabs_["cat"]
+    w = learn.embedding_weights()["cat"][2:]  # value rows, in vocab order
+    g = np.array([groups[int(v[1:])] for v in vocab.values])
+    # chance is 1/3 (rather 7/23); the learned vectors put each category next to its group
+    assert _nearest_same_group_rate(w, g) >= 0.9
+
+
+def test_multiclass_predicts_labels_and_probabilities():
+    df, _ = grouped_categories(n=3000, task="multiclass")
+    learn = _fit(df, task="multiclass")
+    p = learn.predict_proba(df.head(50))
+    assert p.shape == (50, 3) and np.allclose(p.sum(1), 1, atol=1e-5)
+    labels = learn.predict(df.head(200))
+    assert set(labels) <= {"high", "low", "mid"}
+    assert (labels == df["y"].head(200).to_numpy()).mean() > 0.9
+
+
+def test_sample_weight_zero_rows_are_ignored():
+    df, _ = grouped_categories(n=2000, task="regression")
+    flipped = df.copy()
+    flipped.loc[:999, "y"] = -flipped.loc[:999, "y"] * 10  # garbage in the first half
+    w = np.r_[np.zeros(1000), np.ones(1000)]
+    cfg = TrainConfig(epochs=8, batch_size=128, lr=2e-2)
+    learn = Learner.from_frame(flipped, SPEC, net_config=NetConfig(layers=[32, 16]), train_config=cfg)
+    learn.fit(flipped, sample_weight=w)
+    assert learn.evaluate(df.iloc[1000:])["rmse"] < 0.6
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda df: df.drop(columns=["y"]), "target column 'y' is not in the data"),
+        (lambda df: df.assign(y=np.where(np.arange(len(df)) == 3, np.nan, df["y"])), "target 'y' has 1 missing"),
+        (lambda df: df.assign(x="not a number"), "continuous column 'x' has non-numeric values"),
+        (lambda df: df.iloc[:0], "empty"),
+        (lambda df: df.assign(x=np.nan), "column 'x' is entirely missing"),
+    ],
+)
+def test_bad_training_input(make, match):
+    df, _ = grouped_categories(n=200)
+    with pytest.raises(DataError, match=match):
+        Learner.from_frame(make(df), SPEC, train_config=TrainConfig(epochs=1, lr=1e-2))
+
+
+def test_column_missing_at_predict_time_is_named():
+    df, _ = grouped_categories(n=500)
+    learn = _fit(df, epochs=1)
+    with pytest.raises(DataError, match=r"column\(s\) \['x'\] missing from the input"):
+        learn.predict(df.drop(columns=["x"]))
+
+
+def test_unknown_emb_dims_column_is_named():
+    df, _ = grouped_categories(n=200)
+    with pytest.raises(DataError, match="emb_dims names column"):
+        Learner.from_frame(df, SPEC, net_config=NetConfig(emb_dims={"nope": 3}))
+
+
+def test_lr_none_uses_the_finder_suggestion():
+    df, _ = grouped_categories(n=1000)
+    learn = Learner.from_frame(df, SPEC, net_config=NetConfig(layers=[16]),
+                               train_config=TrainConfig(epochs=1, batch_size=64))
+    learn.fit(df)
+    assert learn.lr_finder is not None
+    assert learn.trainer.lr_max == learn.lr_finder.suggestion
+
+
+def test_unseen_category_at_predict_time_uses_the_unknown_vector():
+    df, _ = grouped_categories(n=500)
+    learn = _fit(df, epochs=1)
+    row = df.head(1).copy()
+    a = learn.predict(row.assign(cat=pd.Series(["never-seen"], dtype="str")))
+    b = learn.predict(row.assign(cat=pd.Series(["also-new"], dtype="str")))
+    assert np.isfinite(a).all() and a == pytest.approx(b)
