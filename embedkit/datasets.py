@@ -70,7 +70,7 @@ def flights(n_rows: int | None = None, valid_fraction: float = 0.2, seed: int = 
             "month": df["month"].astype("int64"),
             "day": df["day"].astype("int64"),
             "hour": df["hour"].astype("int64"),
-            "dayofweek": dates.dt.dayofweek.astype("int64"),
+            "dayofweek": dates.dt.day_of_week.astype("int64"),
             "sched_dep_time": df["sched_dep_time"].astype("float64"),
             "sched_arr_time": df["sched_arr_time"].astype("float64"),
             "distance": df["distance"].astype("float64"),
