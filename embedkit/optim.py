@@ -4,10 +4,12 @@ Which tensors get weight decay is explicit: linear weights do; biases and batch-
 embedding tables do only when ``decay_embeddings`` is set. Weight decay is decoupled (AdamW): it shrinks
 weights directly instead of being added to the gradient.
 
-Embeddings with sparse gradients are updated row-sparsely ("lazy" Adam: only the rows present in a batch
-move, and their moment estimates update only then). For the two ~650k-parameter tables of the flights
-example this removes most of the optimizer's cost per step. With ``decay_embeddings`` the decoupled
-decay is applied to the touched rows only.
+Embeddings with sparse gradients (tables of at least ``model.SPARSE_MIN_ROWS`` rows) are updated
+row-sparsely ("lazy" Adam: only the rows present in a batch move, and their moment estimates update only
+then). For the two ~650k-parameter tables of the flights example this removes most of the optimizer's
+cost per step. With ``decay_embeddings`` the decoupled decay is applied to the touched rows only, once per
+batch they appear in: a category is pulled towards the origin in proportion to how often it is trained.
+Smaller tables are updated densely with the other parameters (fused AdamW where the device has it).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from .model import TabularNet
 class SparseAdamW(torch.optim.Optimizer):
     """Lazy Adam with decoupled weight decay for parameters with sparse (row) gradients."""
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.99),
-                 eps: float = 1e-8, weight_decay: float = 0.0) -> None:
+    def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-3,
+                 betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -89,8 +92,9 @@ class GroupedOptimizer:
             o.load_state_dict(s)
 
 
-def param_groups(model: TabularNet, weight_decay: float, decay_embeddings: bool) -> dict[str, list[nn.Parameter]]:
-    """Split parameters into ``decay`` / ``no_decay`` (dense) and ``emb_decay`` / ``emb_no_decay``."""
+def param_groups(model: TabularNet, weight_decay: float,
+                 decay_embeddings: bool) -> dict[str, list[nn.Parameter]]:
+    """Split parameters into ``decay`` (linear weights), ``no_decay`` (biases, batch-norm), ``embeddings``."""
     emb_ids = {id(e.weight) for e in model.embeds}
     groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "embeddings": []}
     for module in model.modules():
@@ -112,20 +116,32 @@ def configure_optimizer(model: TabularNet, lr: float, weight_decay: float = 0.01
     """AdamW (decoupled weight decay) with explicit groups; sparse embeddings get :class:`SparseAdamW`."""
     g = param_groups(model, weight_decay, decay_embeddings)
     emb_wd = weight_decay if decay_embeddings else 0.0
+    sparse_ids = {id(e.weight) for e in model.embeds if e.sparse}
+    sparse = [p for p in g["embeddings"] if id(p) in sparse_ids]
     dense_groups: list[dict[str, Any]] = [
         {"params": g["decay"], "weight_decay": weight_decay, "name": "decay"},
         {"params": g["no_decay"], "weight_decay": 0.0, "name": "no_decay"},
+        {"params": [p for p in g["embeddings"] if id(p) not in sparse_ids], "weight_decay": emb_wd,
+         "name": "embeddings"},
     ]
-    opts: list[torch.optim.Optimizer] = []
-    if model.config.sparse_embeddings:
-        if g["embeddings"]:
-            opts.append(SparseAdamW([{"params": g["embeddings"], "weight_decay": emb_wd, "name": "embeddings"}],
-                                    lr=lr, betas=betas, eps=eps))
-    else:
-        dense_groups.append({"params": g["embeddings"], "weight_decay": emb_wd, "name": "embeddings"})
     dense_groups = [d for d in dense_groups if d["params"]]
-    opts.insert(0, torch.optim.AdamW(dense_groups, lr=lr, betas=betas, eps=eps))
+    opts: list[torch.optim.Optimizer] = [_adamw(dense_groups, lr=lr, betas=betas, eps=eps)]
+    if sparse:
+        opts.append(SparseAdamW([{"params": sparse, "weight_decay": emb_wd, "name": "embeddings"}],
+                                lr=lr, betas=betas, eps=eps))
     return GroupedOptimizer(opts)
+
+
+def _adamw(groups: list[dict[str, Any]], **kwargs: Any) -> torch.optim.AdamW:
+    """AdamW with one fused kernel for all tensors (about 4x faster than its per-tensor loop on the CPU),
+    falling back to the default implementation where fused AdamW is unavailable (CPU before torch 2.4)."""
+    params = [p for g in groups for p in g["params"]]
+    if all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params):
+        try:
+            return torch.optim.AdamW(groups, fused=True, **kwargs)
+        except RuntimeError:
+            pass
+    return torch.optim.AdamW(groups, **kwargs)
 
 
 def set_hyper(optimizer: GroupedOptimizer, lr: float, momentum: float | None = None) -> None:

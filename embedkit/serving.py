@@ -50,11 +50,15 @@ def input_schema_from_preprocessor(pre: Any) -> list[dict[str, Any]]:
 class Servable:
     """A loaded servable model. ``predict`` gives labels/values; ``predict_proba`` class probabilities."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], tables: Any, predict_raw: Any) -> None:
+    def __init__(self, path: Path, meta: dict[str, Any], tables: Any, predict_raw: Any,
+                 predictor: Any = None) -> None:
         self.path = path
         self.meta = meta
         self.tables = tables
         self._predict_raw = predict_raw
+        #: kind "net": its :class:`~embedkit.predictor.Predictor` (preprocessor and torch module), for callers
+        #: that encode inputs themselves (the service's pandas-free 1-row path); None for kind "pipeline".
+        self.predictor = predictor
 
     # ---- description ---------------------------------------------------------------------------
     @property
@@ -230,7 +234,7 @@ def load_servable(path: str | Path) -> Servable:
 
         pred = Predictor.load(path / meta["bundle"])
         tables = load_tables(path / meta["bundle"] / "tables")
-        return Servable(path, meta, tables, pred.predict_raw)
+        return Servable(path, meta, tables, pred.predict_raw, predictor=pred)
     if meta["kind"] == "pipeline":
         return _load_pipeline(path, meta)
     raise FormatError(f"{f}: unknown servable kind {meta['kind']!r}")

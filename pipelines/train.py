@@ -1,0 +1,227 @@
+"""The ``train`` step: data → preprocessor → LR finder → training → model bundle + embedding tables.
+
+One MLflow run records the resolved config (params), per-epoch metrics (``epoch/*``, step = epoch), the final
+model's validation metrics (``valid_*``), plots, the bundle and the tables. Checkpoints are written to
+``<tracking.run_dir>/<run_id>/checkpoints`` every epoch and logged; ``--resume RUN_ID`` continues an
+interrupted run from its last checkpoint, in the same MLflow run.
+
+Run: ``embedkit train --config FILE`` or ``python -m pipelines.train --config FILE``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from embedkit.callbacks import Callback, ProgressBar
+from embedkit.learner import Learner
+from embedkit.model import NetConfig
+from embedkit.trainer import CHECKPOINT_NAME, TrainConfig
+
+from . import plots, tracking
+from .config import ConfigError, PipelineConfig
+from .data import Dataset, load_data
+
+log = logging.getLogger("pipelines")
+
+CONFIG_ARTIFACT = "config.json"
+TAG_RUN_DIR = "embedkit.run_dir"
+TAG_FINGERPRINT = "embedkit.data_fingerprint"
+TAG_TASK = "embedkit.task"
+
+
+@dataclass
+class TrainResult:
+    run_id: str
+    metrics: dict[str, float]
+    run_dir: Path
+    epochs: int  # epochs in the history (a resumed run counts those before the interruption too)
+
+    @property
+    def bundle_path(self) -> Path:
+        return self.run_dir / "bundle"
+
+    @property
+    def tables_path(self) -> Path:
+        return self.run_dir / "tables"
+
+
+def net_config(cfg: PipelineConfig) -> NetConfig:
+    """The config's [net] overrides on embkit's defaults (task and output size are set from the data)."""
+    d = cfg.net.model_dump(exclude_none=True)
+    if "y_range" in d:
+        d["y_range"] = tuple(d["y_range"])
+    return NetConfig(**d)
+
+
+def train_config(cfg: PipelineConfig, checkpoint_dir: Path | None) -> TrainConfig:
+    return TrainConfig(
+        **cfg.train.overrides(), checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None
+    )
+
+
+def default_callbacks(cfg: PipelineConfig, run_id: str) -> list[Callback]:
+    """A progress bar on stderr, per-epoch metrics to MLflow, and (when configured) checkpoint logging."""
+    cbs: list[Callback] = [ProgressBar(), tracking.EpochLogger(run_id)]
+    if cfg.tracking.log_checkpoints:
+        cbs.append(tracking.CheckpointLogger())
+    return cbs
+
+
+def resolved_params(cfg: PipelineConfig, learn: Learner, data: Dataset) -> dict[str, Any]:
+    """The whole config with embedkit's defaults filled in (what the net and trainer really used)."""
+    d = cfg.to_dict()
+    net = learn.model.config.to_dict()
+    net["emb_dims"] = dict(zip(learn.model.cat_names, learn.model.emb_dims, strict=True))
+    d["net"] = net
+    train = learn.train_config.to_dict()
+    train.pop("checkpoint_dir", None)
+    d["train"] = {**train, "lr_find": cfg.train.lr_find.model_dump()}
+    d["data"] = {**d["data"], **{k: v for k, v in data.describe().items() if k != "fingerprint"}}
+    return d
+
+
+def train(
+    cfg: PipelineConfig,
+    data: Dataset | None = None,
+    *,
+    resume: str | None = None,
+    callbacks: list[Callback] | None = None,
+) -> TrainResult:
+    """Run the train step (nested under the active run, if any); ``resume`` continues that run id.
+
+    ``callbacks`` are added to :func:`default_callbacks`.
+    """
+    if resume is not None:
+        cfg, data = _prepare_resume(resume, data)
+    data = data if data is not None else load_data(cfg)
+    tags = {TAG_TASK: data.task, TAG_FINGERPRINT: data.fingerprint, "embedkit.data_source": data.source}
+    with tracking.step_run(
+        "train", experiment=cfg.tracking.experiment, run_name="train", run_id=resume, tags=tags
+    ) as run_id:
+        run_dir = _run_dir(cfg, run_id, resume)
+        checkpoint = _find_checkpoint(run_id, run_dir) if resume is not None else None
+        tcfg = train_config(cfg, run_dir / "checkpoints")
+        cbs = default_callbacks(cfg, run_id) + list(callbacks or [])
+        learn = Learner.from_frame(
+            data.train,
+            data.spec,
+            task=data.task,
+            net_config=net_config(cfg),
+            train_config=tcfg,
+            min_frequency=cfg.data.min_frequency,
+            callbacks=cbs,
+        )
+        lr = None
+        if checkpoint is None:
+            if resume is None:
+                tracking.set_tags({TAG_RUN_DIR: str(run_dir)})
+                tracking.log_params(resolved_params(cfg, learn, data))
+                tracking.log_dict(cfg.to_dict(), CONFIG_ARTIFACT)
+                tracking.log_dict(data.describe(), "data.json")
+            else:
+                log.warning(
+                    "run %s stopped before its first checkpoint; training again from the start", run_id
+                )
+            lr = _find_lr(cfg, learn, data)
+        else:
+            log.info("resuming run %s from %s", run_id, checkpoint)
+        history = learn.fit(data.train, data.valid, lr=lr, resume_from=checkpoint)
+        metrics = {f"valid_{k}": v for k, v in learn.evaluate(data.valid).items()}
+        extra = {"epochs_run": len(history.epochs)}
+        if history.best_epoch is not None:
+            extra["best_epoch"] = history.best_epoch + 1
+        tracking.log_metrics({**metrics, **extra})
+        _save(cfg, learn, run_id, run_dir, metrics)
+        log.info("train run %s: %s", run_id, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return TrainResult(run_id, metrics, run_dir, len(history.epochs))
+
+
+def _find_lr(cfg: PipelineConfig, learn: Learner, data: Dataset) -> float:
+    """The configured ``lr``, else the LR finder's suggestion. The sweep's plot and numbers are logged
+    either way (the finder is cheap and the plot tells whether the rate is sane)."""
+    kwargs = cfg.train.lr_find.model_dump(exclude_none=True)
+    # the sweep draws dropout masks from torch's global generator: seed it for reproducible runs
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(learn.train_config.seed)
+        result = learn.lr_find(data.train, **kwargs)
+    tracking.log_figure(result.plot(), "plots/lr_finder.png")
+    tracking.log_dict(result.to_dict(), "lr_finder.json")
+    tracking.log_metrics({"lr_suggestion": result.suggestion})
+    lr = cfg.train.lr if cfg.train.lr is not None else result.suggestion
+    tracking.log_params({"lr_used": lr})
+    log.info("learning rate %.3g (%s)", lr, "from the config" if cfg.train.lr is not None else "LR finder")
+    return lr
+
+
+def _save(cfg: PipelineConfig, learn: Learner, run_id: str, run_dir: Path, metrics: dict[str, float]) -> None:
+    bundle = learn.save(
+        run_dir / "bundle",
+        metrics=metrics,
+        source=run_id,
+        extra={"mlflow_run_id": run_id, "pipeline_config": cfg.to_dict()},
+    )
+    tables = learn.export_tables(run_dir / "tables", source=run_id)
+    tracking.log_artifacts(bundle, "bundle")
+    tracking.log_artifacts(tables, "tables")
+    tracking.log_dict(learn.history.to_dict(), "history.json")
+    tracking.log_figure(plots.curves_figure(learn.history.epochs), "plots/curves.png")
+    emb = learn.embedding_tables()
+    if len(emb):
+        widest = plots.widest_table(emb)
+        tracking.log_figure(plots.projection_figure(widest), f"plots/embeddings_{widest.name}.png")
+
+
+def _run_dir(cfg: PipelineConfig, run_id: str, resume: str | None) -> Path:
+    if resume is not None:
+        tagged = tracking.get_run(run_id).tags.get(TAG_RUN_DIR)
+        if tagged:
+            return Path(tagged)
+    return (Path(cfg.tracking.run_dir) / run_id).resolve()
+
+
+def _find_checkpoint(run_id: str, run_dir: Path) -> Path | None:
+    """The local checkpoint of the run, else its logged artifact (downloaded into the run dir)."""
+    local = run_dir / "checkpoints" / CHECKPOINT_NAME
+    if local.exists():
+        return local
+    if f"checkpoints/{CHECKPOINT_NAME}" in tracking.list_artifacts(run_id, "checkpoints"):
+        # the artifact path is kept under the destination: this lands on run_dir/checkpoints/checkpoint.pt
+        path = tracking.download_artifacts(run_id, f"checkpoints/{CHECKPOINT_NAME}", run_dir)
+        log.info("downloaded the checkpoint of run %s to %s", run_id, path)
+        return path
+    return None
+
+
+def _prepare_resume(run_id: str, data: Dataset | None) -> tuple[PipelineConfig, Dataset]:
+    """The run's own config and data, checked: the run must be unfinished and its data unchanged."""
+    info = tracking.get_run(run_id)
+    if info.tags.get(tracking.TAG_STEP) != "train":
+        raise ConfigError(
+            f"run {run_id} is not a train run (step {info.tags.get(tracking.TAG_STEP)!r}); "
+            "--resume takes the id of an interrupted train run"
+        )
+    if info.status == "FINISHED":
+        raise ConfigError(f"train run {run_id} already FINISHED; there is nothing to resume")
+    path = tracking.download_artifacts(run_id, CONFIG_ARTIFACT)
+    cfg = PipelineConfig.from_dict(json.loads(path.read_text()))
+    data = data if data is not None else load_data(cfg)
+    expected = info.tags.get(TAG_FINGERPRINT)
+    if expected and expected != data.fingerprint:
+        raise ConfigError(
+            f"the data of run {run_id} changed since it started (fingerprint {data.fingerprint}, "
+            f"run has {expected}); start a new run instead of resuming"
+        )
+    return cfg, data
+
+
+if __name__ == "__main__":
+    from .cli import main
+
+    sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,0 +1,1 @@
+"""The embedkit HTTP service: ``create_app`` (FastAPI) and ``embedkit serve``."""

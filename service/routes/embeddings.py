@@ -1,0 +1,71 @@
+"""``GET /embeddings/{column}/{value}`` and its nearest neighbours, from the loaded model's tables."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, cast
+
+from fastapi import APIRouter, HTTPException, Path, Query
+
+from ..deps import ModelDep
+from ..schemas import EmbeddingResponse, ErrorBody, Neighbor, NeighborsResponse, RowKind
+
+router = APIRouter(prefix="/embeddings", tags=["embeddings"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "the column has no embedding table"},
+    503: {"model": ErrorBody, "description": "the model is not loaded yet"},
+}
+ColumnPath = Annotated[str, Path(description="a categorical input column of the model")]
+ValuePath = Annotated[
+    str,
+    Path(
+        description="the category, read as the column's kind (e.g. '5' for an integer "
+        "column); a value not seen in training gives the 'unknown' vector"
+    ),
+]
+
+
+def _check_column(model: ModelDep, column: str) -> None:
+    if column not in model.servable.tables:
+        raise HTTPException(
+            404,
+            detail=f"column {column[:100]!r} has no embedding table; embedded columns: "
+            f"{sorted(model.servable.tables)}",
+        )
+
+
+@router.get(
+    "/{column}/{value}",
+    response_model=EmbeddingResponse,
+    responses=_ERRORS,
+    summary="The embedding vector of one category",
+)
+def embedding(column: ColumnPath, value: ValuePath, model: ModelDep) -> EmbeddingResponse:
+    _check_column(model, column)
+    vector, kind = model.servable.embedding(column, value)
+    return EmbeddingResponse(
+        column=column, value=value, kind=cast(RowKind, kind), dim=len(vector), vector=vector.tolist()
+    )
+
+
+@router.get(
+    "/{column}/{value}/neighbors",
+    response_model=NeighborsResponse,
+    responses=_ERRORS,
+    summary="The categories nearest to one category, by cosine similarity",
+)
+def neighbors(
+    column: ColumnPath,
+    value: ValuePath,
+    model: ModelDep,
+    k: Annotated[int, Query(ge=1, le=1000, description="how many neighbours")] = 10,
+) -> NeighborsResponse:
+    _check_column(model, column)
+    _, kind = model.servable.embedding(column, value)
+    found = model.servable.neighbors(column, value, k)
+    return NeighborsResponse(
+        column=column,
+        value=value,
+        kind=cast(RowKind, kind),
+        neighbors=[Neighbor(category=n["category"], similarity=n["similarity"]) for n in found],
+    )

@@ -1,0 +1,77 @@
+"""The service's settings: ``EMBEDKIT_*`` environment variables (or ``embedkit serve`` flags)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL_URI = "models:/embedkit-flights@champion"
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment; ``EMBEDKIT_MODEL_URI`` sets ``model_uri``, etc."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDKIT_", extra="ignore", frozen=True)
+
+    #: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or a local servable directory. Read at start-up and
+    #: on ``POST /admin/reload`` only; no client can name another location.
+    model_uri: str = DEFAULT_MODEL_URI
+    #: MLflow tracking/registry URI for ``models:/`` URIs; unset: ``MLFLOW_TRACKING_URI``, else
+    #: ``sqlite:///<cwd>/mlflow.db`` (the pipelines' default store).
+    tracking_uri: str | None = None
+    #: Where registered models are downloaded; unset: a temporary directory removed at shutdown.
+    model_cache_dir: Path | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1)
+
+    #: When set, every route but ``/health`` needs the header ``X-API-Key`` with this value.
+    api_key: SecretStr | None = None
+    #: Most records in one ``/predict`` request (413 above).
+    max_rows: int = Field(default=10_000, ge=1)
+    #: Largest request body in bytes, checked from Content-Length and while streaming (413 above).
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
+    #: Record keys that are not model inputs: dropped ("ignore") or a 422 ("reject").
+    extra_columns: Literal["ignore", "reject"] = "ignore"
+    #: Origins allowed by CORS (comma-separated or a JSON list); empty: no CORS headers at all.
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    #: Request bodies up to this size are scored on the event loop (no thread hop: the 1-row path);
+    #: larger ones in a worker thread, so that health probes and small requests go on meanwhile.
+    inline_max_bytes: int = Field(default=32 * 1024, ge=0)
+    #: Worker threads scoring large requests at once.
+    inference_threads: int = Field(default=2, ge=1)
+    #: Threads of torch and of numpy's BLAS in the server process. One per worker process is fastest for
+    #: request-sized batches and stays fast when the cores are shared; unset leaves the libraries' defaults.
+    compute_threads: int | None = Field(default=1, ge=1)
+    #: Seconds uvicorn waits for in-flight requests after SIGTERM before closing them.
+    graceful_timeout: int = Field(default=30, ge=0)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    access_log: bool = False
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, v: object) -> object:
+        if isinstance(v, str):
+            v = v.strip()
+            if v.startswith("["):
+                import json
+
+                return json.loads(v)
+            return [o.strip() for o in v.split(",") if o.strip()]
+        return v
+
+    @property
+    def api_key_value(self) -> str | None:
+        return self.api_key.get_secret_value() if self.api_key is not None else None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The settings from the environment, read once per process (tests pass their own to ``create_app``)."""
+    return Settings()
