@@ -4,9 +4,14 @@ from ._version import __version__
 from .exceptions import DataError, EmbedkitError, FormatError, NotFittedError, TrainingDivergedError
 from .preprocessing import CategoryVocab, Preprocessor
 from .spec import FeatureSpec
+from .tables import EmbeddingTable, EmbeddingTables, load_tables, tables_from_preprocessor, write_tables
+from .transformer import EmbeddingTransformer
 
 __all__ = [
     "CategoryVocab",
+    "EmbeddingTable",
+    "EmbeddingTables",
+    "EmbeddingTransformer",
     "DataError",
     "EmbedkitError",
     "FeatureSpec",
@@ -15,4 +20,7 @@ __all__ = [
     "Preprocessor",
     "TrainingDivergedError",
     "__version__",
+    "load_tables",
+    "tables_from_preprocessor",
+    "write_tables",
 ]

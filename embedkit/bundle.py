@@ -51,10 +51,18 @@ class BundleContents:
         return self.path / TABLES
 
 
-def save_bundle(path: str | Path, *, preprocessor: Preprocessor, target: TargetInfo, model: Any,
-                train_config: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
-                history: dict[str, Any] | None = None, extra: dict[str, Any] | None = None,
-                source: str | None = None) -> Path:
+def save_bundle(
+    path: str | Path,
+    *,
+    preprocessor: Preprocessor,
+    target: TargetInfo,
+    model: Any,
+    train_config: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    history: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None,
+    source: str | None = None,
+) -> Path:
     """Write a bundle atomically: everything is built in a temporary directory, then renamed into place."""
     from safetensors.torch import save_file
 
@@ -66,7 +74,9 @@ def save_bundle(path: str | Path, *, preprocessor: Preprocessor, target: TargetI
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
         weights = {c: w.numpy() for c, w in model.embedding_weights().items()}
-        write_tables(tmp / TABLES, tables_from_preprocessor(preprocessor, weights), source=source or str(path))
+        write_tables(
+            tmp / TABLES, tables_from_preprocessor(preprocessor, weights), source=source or str(path)
+        )
         manifest = {
             "format_version": BUNDLE_FORMAT_VERSION,
             "kind": "embedkit.bundle",
@@ -101,8 +111,10 @@ def read_bundle(path: str | Path, verify: bool = True) -> BundleContents:
     if manifest.get("kind") != "embedkit.bundle":
         raise FormatError(f"{path} is not an embedkit model bundle")
     if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise FormatError(f"bundle {path} has format_version {manifest.get('format_version')!r}; this embedkit "
-                          f"({__version__}) reads version {BUNDLE_FORMAT_VERSION}")
+        raise FormatError(
+            f"bundle {path} has format_version {manifest.get('format_version')!r}; this embedkit "
+            f"({__version__}) reads version {BUNDLE_FORMAT_VERSION}"
+        )
     if verify:
         for name, digest in manifest.get("files", {}).items():
             f = path / name

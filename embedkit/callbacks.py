@@ -39,8 +39,14 @@ class ProgressBar(Callback):
     def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=trainer.steps_per_epoch, desc=f"epoch {epoch + 1}/{trainer.config.epochs}",
-                         file=self.file or sys.stderr, leave=False, disable=self.disable, unit="batch")
+        self._bar = tqdm(
+            total=trainer.steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{trainer.config.epochs}",
+            file=self.file or sys.stderr,
+            leave=False,
+            disable=self.disable,
+            unit="batch",
+        )
 
     def on_batch_end(self, trainer: Trainer, step: int, loss: float) -> None:
         if self._bar is not None:

@@ -40,14 +40,18 @@ class TargetInfo:
         task = task or infer_task(y)
         if task == "regression":
             if not ptypes.is_numeric_dtype(y) or ptypes.is_bool_dtype(y):
-                raise DataError(f"target {name!r} must be numeric for regression (got {y.dtype}); "
-                                "convert it or use task='binary'/'multiclass'")
+                raise DataError(
+                    f"target {name!r} must be numeric for regression (got {y.dtype}); "
+                    "convert it or use task='binary'/'multiclass'"
+                )
             return cls(name, task)
         classes = sorted(pd.unique(y.dropna()).tolist(), key=lambda v: (str(type(v)), v))
         classes = [c.item() if hasattr(c, "item") else c for c in classes]
         if task == "binary" and len(classes) != 2:
-            raise DataError(f"target {name!r} has {len(classes)} distinct values; binary needs exactly 2 "
-                            "(use task='multiclass' or 'regression')")
+            raise DataError(
+                f"target {name!r} has {len(classes)} distinct values; binary needs exactly 2 "
+                "(use task='multiclass' or 'regression')"
+            )
         if task == "multiclass" and len(classes) < 2:
             raise DataError(f"target {name!r} has a single class; a classifier needs at least 2")
         return cls(name, task, classes)
@@ -63,7 +67,9 @@ class TargetInfo:
         idx = pd.Index(self.classes).get_indexer(pd.Index(y))
         if (idx < 0).any():
             bad = pd.unique(np.asarray(y)[idx < 0])[:5].tolist()
-            raise DataError(f"target {self.name!r} has values {bad} not among the training classes {self.classes[:10]}")
+            raise DataError(
+                f"target {self.name!r} has values {bad} not among the training classes {self.classes[:10]}"  # type: ignore
+            )
         return idx.astype(np.float32 if self.task == "binary" else np.int64)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,8 +86,10 @@ def check_target(y: pd.Series, name: str) -> None:
     n_na = int(pd.isna(y).sum())
     if n_na:
         rows = np.flatnonzero(pd.isna(np.asarray(y, dtype=object)))[:5].tolist()
-        raise DataError(f"target {name!r} has {n_na} missing value(s) (rows {rows}...); "
-                        "drop those rows or fill the target before training")
+        raise DataError(
+            f"target {name!r} has {n_na} missing value(s) (rows {rows}...); "
+            "drop those rows or fill the target before training"
+        )
     if ptypes.is_float_dtype(y) and not np.isfinite(np.asarray(y, dtype=np.float64)).all():
         raise DataError(f"target {name!r} has infinite values; drop or clip them before training")
 
@@ -110,12 +118,15 @@ class TensorData:
     w: torch.Tensor | None = None
 
     @classmethod
-    def from_numpy(cls, codes: np.ndarray, cont: np.ndarray, y: np.ndarray | None = None,
-                   w: np.ndarray | None = None) -> TensorData:
-        return cls(torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int64)),
-                   torch.from_numpy(np.ascontiguousarray(cont, dtype=np.float32)),
-                   None if y is None else torch.from_numpy(np.ascontiguousarray(y)),
-                   None if w is None else torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
+    def from_numpy(
+        cls, codes: np.ndarray, cont: np.ndarray, y: np.ndarray | None = None, w: np.ndarray | None = None
+    ) -> TensorData:
+        return cls(
+            torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int64)),
+            torch.from_numpy(np.ascontiguousarray(cont, dtype=np.float32)),
+            None if y is None else torch.from_numpy(np.ascontiguousarray(y)),
+            None if w is None else torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)),
+        )
 
     def __len__(self) -> int:
         return int(self.x_cat.shape[0])
@@ -127,5 +138,9 @@ class TensorData:
         return TensorData(mv(self.x_cat), mv(self.x_cont), mv(self.y), mv(self.w))  # type: ignore[arg-type]
 
     def take(self, idx: torch.Tensor) -> TensorData:
-        return TensorData(self.x_cat[idx], self.x_cont[idx],
-                          None if self.y is None else self.y[idx], None if self.w is None else self.w[idx])
+        return TensorData(
+            self.x_cat[idx],
+            self.x_cont[idx],
+            None if self.y is None else self.y[idx],
+            None if self.w is None else self.w[idx],
+        )

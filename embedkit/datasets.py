@@ -80,6 +80,10 @@ def flights(n_rows: int | None = None, valid_fraction: float = 0.2, seed: int = 
     n = len(frame)
     perm = np.random.default_rng(seed).permutation(n)
     n_train = int(round(n * (1 - valid_fraction)))
-    spec = FeatureSpec(target=FLIGHTS_TARGET, categorical=list(FLIGHTS_CATEGORICAL),
-                       continuous=list(FLIGHTS_CONTINUOUS), dates=[])
+    spec = FeatureSpec(
+        target=FLIGHTS_TARGET,
+        categorical=list(FLIGHTS_CATEGORICAL),
+        continuous=list(FLIGHTS_CONTINUOUS),
+        dates=[],
+    )
     return Example(frame, spec, perm[:n_train], perm[n_train:])

@@ -13,7 +13,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was asked for but no CUDA GPU is available; use device='auto' or 'cpu'")
+        raise ValueError(
+            "device='cuda' was asked for but no CUDA GPU is available; use device='auto' or 'cpu'"
+        )
     return dev
 
 

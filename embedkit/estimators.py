@@ -33,12 +33,25 @@ def _as_frame(X: Any, feature_names: list[str] | None = None) -> pd.DataFrame:
 class _TabularNetBase(BaseEstimator):
     _task: str | None = None
 
-    def __init__(self, *, categorical: list[str] | None = None, continuous: list[str] | None = None,
-                 layers: tuple[int, ...] = (200, 100), dropout: float = 0.01, emb_dropout: float = 0.04,
-                 emb_dims: dict[str, int] | None = None, epochs: int = 5, batch_size: int = 1024,
-                 lr: float | None = None, weight_decay: float = 0.01, valid_fraction: float = 0.0,
-                 early_stopping_patience: int | None = None, min_frequency: int = 1,
-                 random_state: int | None = None, device: str = "auto") -> None:
+    def __init__(
+        self,
+        *,
+        categorical: list[str] | None = None,
+        continuous: list[str] | None = None,
+        layers: tuple[int, ...] = (200, 100),
+        dropout: float = 0.01,
+        emb_dropout: float = 0.04,
+        emb_dims: dict[str, int] | None = None,
+        epochs: int = 5,
+        batch_size: int = 1024,
+        lr: float | None = None,
+        weight_decay: float = 0.01,
+        valid_fraction: float = 0.0,
+        early_stopping_patience: int | None = None,
+        min_frequency: int = 1,
+        random_state: int | None = None,
+        device: str = "auto",
+    ) -> None:
         self.categorical = categorical
         self.continuous = continuous
         self.layers = layers
@@ -68,28 +81,52 @@ class _TabularNetBase(BaseEstimator):
         self.n_features_in_ = frame.shape[1]
         df = frame.copy()
         df[_TARGET] = y_arr
-        spec = FeatureSpec(target=_TARGET, categorical=self.categorical, continuous=self.continuous,
-                           dates=None if self.categorical is None and self.continuous is None else [])
+        spec = FeatureSpec(
+            target=_TARGET,
+            categorical=self.categorical,
+            continuous=self.continuous,
+            dates=None if self.categorical is None and self.continuous is None else [],
+        )
         if self.categorical is not None and self.continuous is None:
             spec.continuous = [c for c in frame.columns if c not in self.categorical]
         if self.continuous is not None and self.categorical is None:
             spec.categorical = [c for c in frame.columns if c not in self.continuous]
         seed = 0 if self.random_state is None else int(self.random_state)
-        net = NetConfig(layers=list(self.layers), dropout=self.dropout, emb_dropout=self.emb_dropout,
-                        emb_dims=dict(self.emb_dims or {}))
-        cfg = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                          weight_decay=self.weight_decay, early_stopping_patience=self.early_stopping_patience,
-                          seed=seed, device=self.device)
+        net = NetConfig(
+            layers=list(self.layers),
+            dropout=self.dropout,
+            emb_dropout=self.emb_dropout,
+            emb_dims=dict(self.emb_dims or {}),
+        )
+        cfg = TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            early_stopping_patience=self.early_stopping_patience,
+            seed=seed,
+            device=self.device,
+        )
         w = check_weights(sample_weight, len(df))
         n_valid = int(round(len(df) * self.valid_fraction)) if self.valid_fraction else 0
         order = np.random.default_rng(seed).permutation(len(df))
         tr, va = order[n_valid:], order[:n_valid]
         train = df.iloc[tr].reset_index(drop=True)
         valid = df.iloc[va].reset_index(drop=True) if n_valid else None
-        self.learner_ = Learner.from_frame(train, spec, task=self._task_for(y_arr), net_config=net,
-                                           train_config=cfg, min_frequency=self.min_frequency)
-        self.learner_.fit(train, valid, sample_weight=None if w is None else w[tr],
-                          valid_sample_weight=None if (w is None or not n_valid) else w[va])
+        self.learner_ = Learner.from_frame(
+            train,
+            spec,
+            task=self._task_for(y_arr),
+            net_config=net,
+            train_config=cfg,
+            min_frequency=self.min_frequency,
+        )
+        self.learner_.fit(
+            train,
+            valid,
+            sample_weight=None if w is None else w[tr],
+            valid_sample_weight=None if (w is None or not n_valid) else w[va],
+        )
         self.history_ = self.learner_.history.to_dict()
         return self
 
@@ -100,8 +137,9 @@ class _TabularNetBase(BaseEstimator):
         check_is_fitted(self, "learner_")
         frame = _as_frame(X, list(self.feature_names_in_) if not isinstance(X, pd.DataFrame) else None)
         if frame.shape[1] != self.n_features_in_ and not isinstance(X, pd.DataFrame):
-            raise DataError(f"X has {frame.shape[1]} features, but this estimator was fitted with "
-                            f"{self.n_features_in_}")
+            raise DataError(
+                f"X has {frame.shape[1]} features, but this estimator was fitted with {self.n_features_in_}"
+            )
         return frame
 
     def save(self, path: Any) -> Any:

@@ -32,7 +32,7 @@ from .model import NetConfig, TabularNet
 from .predictor import Predictor
 from .preprocessing import Preprocessor
 from .spec import FeatureSpec
-from .trainer import History, Trainer, TrainConfig
+from .trainer import History, TrainConfig, Trainer
 
 if TYPE_CHECKING:
     from .tables import EmbeddingTables
@@ -41,8 +41,14 @@ if TYPE_CHECKING:
 class Learner:
     """A fitted preprocessor, the target encoding, a :class:`TabularNet` and its :class:`Trainer`."""
 
-    def __init__(self, preprocessor: Preprocessor, target: TargetInfo, model: TabularNet,
-                 train_config: TrainConfig | None = None, callbacks: list[Callback] | None = None) -> None:
+    def __init__(
+        self,
+        preprocessor: Preprocessor,
+        target: TargetInfo,
+        model: TabularNet,
+        train_config: TrainConfig | None = None,
+        callbacks: list[Callback] | None = None,
+    ) -> None:
         self.preprocessor = preprocessor
         self.target = target
         self.model = model
@@ -51,9 +57,17 @@ class Learner:
         self.lr_finder: LRFinderResult | None = None
 
     @classmethod
-    def from_frame(cls, train: pd.DataFrame, spec: FeatureSpec | str, *, task: str | None = None,
-                   net_config: NetConfig | None = None, train_config: TrainConfig | None = None,
-                   min_frequency: int = 1, callbacks: list[Callback] | None = None) -> Learner:
+    def from_frame(
+        cls,
+        train: pd.DataFrame,
+        spec: FeatureSpec | str,
+        *,
+        task: str | None = None,
+        net_config: NetConfig | None = None,
+        train_config: TrainConfig | None = None,
+        min_frequency: int = 1,
+        callbacks: list[Callback] | None = None,
+    ) -> Learner:
         """Fit the preprocessor and the target encoding on ``train`` and build the net.
 
         ``spec`` is a :class:`FeatureSpec` or just the target column's name (roles then inferred).
@@ -71,8 +85,10 @@ class Learner:
             cfg.n_classes = target.n_classes
         unknown = set(cfg.emb_dims) - set(pre.cat_names_)
         if unknown:
-            raise DataError(f"emb_dims names column(s) {sorted(unknown)} that are not categorical inputs; "
-                            f"categorical inputs are {pre.cat_names_}")
+            raise DataError(
+                f"emb_dims names column(s) {sorted(unknown)} that are not categorical inputs; "
+                f"categorical inputs are {pre.cat_names_}"
+            )
         seed = (train_config or TrainConfig()).seed
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the initial weights depend on the seed only
@@ -95,9 +111,16 @@ class Learner:
         self.lr_finder = lr_find(self.trainer, self.tensors(train, sample_weight), **kwargs)
         return self.lr_finder
 
-    def fit(self, train: pd.DataFrame, valid: pd.DataFrame | None = None, *, lr: float | None = None,
-            sample_weight: Any = None, valid_sample_weight: Any = None,
-            resume_from: str | Path | None = None) -> History:
+    def fit(
+        self,
+        train: pd.DataFrame,
+        valid: pd.DataFrame | None = None,
+        *,
+        lr: float | None = None,
+        sample_weight: Any = None,
+        valid_sample_weight: Any = None,
+        resume_from: str | Path | None = None,
+    ) -> History:
         """Train. With no ``lr`` (here or in the config) the LR finder's suggestion is used."""
         _require_target(train, self.target.name)
         if valid is not None:
@@ -129,8 +152,9 @@ class Learner:
         _require_target(df, self.target.name)
         y = self.target.encode(df[self.target.name])
         pred = self.predictor().predict_raw(df)
-        return task_metrics(self.target.task, y, pred, check_weights(sample_weight, len(df)),
-                            self.target.n_classes)
+        return task_metrics(
+            self.target.task, y, pred, check_weights(sample_weight, len(df)), self.target.n_classes
+        )
 
     # ---- artifacts -----------------------------------------------------------------------------
     def embedding_weights(self) -> dict[str, np.ndarray]:
@@ -148,12 +172,25 @@ class Learner:
 
         return write_tables(path, self.embedding_tables(), source=source)
 
-    def save(self, path: str | Path, metrics: dict[str, float] | None = None,
-             extra: dict[str, Any] | None = None, source: str | None = None) -> Path:
+    def save(
+        self,
+        path: str | Path,
+        metrics: dict[str, float] | None = None,
+        extra: dict[str, Any] | None = None,
+        source: str | None = None,
+    ) -> Path:
         """Write the model bundle (JSON + safetensors + embedding tables)."""
-        return save_bundle(path, preprocessor=self.preprocessor, target=self.target, model=self.model,
-                           train_config=self.train_config.to_dict(), metrics=metrics,
-                           history=self.history.to_dict(), extra=extra, source=source)
+        return save_bundle(
+            path,
+            preprocessor=self.preprocessor,
+            target=self.target,
+            model=self.model,
+            train_config=self.train_config.to_dict(),
+            metrics=metrics,
+            history=self.history.to_dict(),
+            extra=extra,
+            source=source,
+        )
 
 
 def _require_target(df: pd.DataFrame, target: str) -> None:
@@ -162,13 +199,25 @@ def _require_target(df: pd.DataFrame, target: str) -> None:
     if len(df) == 0:
         raise DataError("the frame is empty (0 rows); pass at least one row")
     if target not in df.columns:
-        raise DataError(f"target column {target!r} is not in the data; columns are {list(df.columns)[:20]}. "
-                        "Name the right column in FeatureSpec(target=...)")
+        raise DataError(
+            f"target column {target!r} is not in the data; columns are {list(df.columns)[:20]}. "
+            "Name the right column in FeatureSpec(target=...)"
+        )
 
 
-def fit_tables(X: pd.DataFrame, y: Any, *, columns: list[str] | None = None, sample_weight: Any = None,
-               task: str | None = None, valid_fraction: float = 0.1, epochs: int = 5,
-               random_state: int | None = None, device: str = "auto", **net_kwargs: Any) -> EmbeddingTables:
+def fit_tables(
+    X: pd.DataFrame,
+    y: Any,
+    *,
+    columns: list[str] | None = None,
+    sample_weight: Any = None,
+    task: str | None = None,
+    valid_fraction: float = 0.1,
+    epochs: int = 5,
+    random_state: int | None = None,
+    device: str = "auto",
+    **net_kwargs: Any,
+) -> EmbeddingTables:
     """Train a net on ``X, y`` and return its embedding tables (used by ``EmbeddingTransformer.fit``).
 
     ``columns`` are embedded (categorical); the other columns of ``X`` are continuous inputs of the net.
@@ -184,18 +233,30 @@ def fit_tables(X: pd.DataFrame, y: Any, *, columns: list[str] | None = None, sam
     cols = list(columns) if columns is not None else None
     cont = None if cols is None else [c for c in X.columns if c not in cols]
     spec = FeatureSpec(target=target, categorical=cols, continuous=cont, dates=None if cols is None else [])
-    seed = 0 if random_state is None else int(np.random.RandomState(random_state).randint(0, 2**31 - 1)) \
-        if not isinstance(random_state, int) else random_state
+    seed = (
+        0
+        if random_state is None
+        else int(np.random.RandomState(random_state).randint(0, 2**31 - 1))
+        if not isinstance(random_state, int)
+        else random_state
+    )
     net_fields = set(NetConfig.__dataclass_fields__)
     train_fields = set(TrainConfig.__dataclass_fields__)
     bad = set(net_kwargs) - net_fields - train_fields
     if bad:
-        raise TypeError(f"unknown option(s) {sorted(bad)}; NetConfig takes {sorted(net_fields)}, "
-                        f"TrainConfig takes {sorted(train_fields)}")
+        raise TypeError(
+            f"unknown option(s) {sorted(bad)}; NetConfig takes {sorted(net_fields)}, "
+            f"TrainConfig takes {sorted(train_fields)}"
+        )
     net_cfg = NetConfig(**{k: v for k, v in net_kwargs.items() if k in net_fields})
-    tcfg = TrainConfig(**{k: v for k, v in net_kwargs.items() if k in train_fields and k not in ("epochs", "seed",
-                                                                                                 "device")},
-                       epochs=epochs, seed=seed, device=device)
+    tcfg = TrainConfig(
+        **{
+            k: v for k, v in net_kwargs.items() if k in train_fields and k not in ("epochs", "seed", "device")
+        },
+        epochs=epochs,
+        seed=seed,
+        device=device,
+    )
     w = check_weights(sample_weight, len(df))
     n = len(df)
     order = np.random.default_rng(seed).permutation(n)
@@ -206,6 +267,10 @@ def fit_tables(X: pd.DataFrame, y: Any, *, columns: list[str] | None = None, sam
     if n_valid and tcfg.early_stopping_patience is None:
         tcfg.early_stopping_patience = 2
     learn = Learner.from_frame(train_df, spec, task=task, net_config=net_cfg, train_config=tcfg)
-    learn.fit(train_df, valid_df, sample_weight=None if w is None else w[tr],
-              valid_sample_weight=None if (w is None or not n_valid) else w[va])
+    learn.fit(
+        train_df,
+        valid_df,
+        sample_weight=None if w is None else w[tr],
+        valid_sample_weight=None if (w is None or not n_valid) else w[va],
+    )
     return learn.embedding_tables()

@@ -102,8 +102,9 @@ class TabularNet(nn.Module):
     raw outputs (logits for classification; values for regression).
     """
 
-    def __init__(self, cat_names: list[str], cardinalities: list[int], n_cont: int,
-                 config: NetConfig) -> None:
+    def __init__(
+        self, cat_names: list[str], cardinalities: list[int], n_cont: int, config: NetConfig
+    ) -> None:
         super().__init__()
         if len(cat_names) != len(cardinalities):
             raise ValueError("cat_names and cardinalities differ in length")
@@ -111,8 +112,9 @@ class TabularNet(nn.Module):
         self.cat_names = list(cat_names)
         self.cardinalities = list(cardinalities)
         self.n_cont = n_cont
-        self.emb_dims = [config.emb_dims.get(c, default_emb_dim(n)) for c, n in zip(cat_names, cardinalities,
-                                                                                      strict=True)]
+        self.emb_dims = [
+            config.emb_dims.get(c, default_emb_dim(n)) for c, n in zip(cat_names, cardinalities, strict=True)
+        ]
         self.embeds = nn.ModuleList(
             nn.Embedding(n, d, sparse=config.sparse_embeddings and n >= SPARSE_MIN_ROWS)
             for n, d in zip(cardinalities, self.emb_dims, strict=True)
@@ -120,7 +122,7 @@ class TabularNet(nn.Module):
         for e in self.embeds:
             # fast.ai's truncated-normal init, std 0.01: starts every category near the origin.
             with torch.no_grad():
-                nn.init.trunc_normal_(e.weight, std=0.01, a=-0.02, b=0.02)
+                nn.init.trunc_normal_(e.weight, std=0.01, a=-0.02, b=0.02)  # type: ignore
         self.emb_drop = Dropout(config.emb_dropout)
         self.bn_cont = nn.BatchNorm1d(n_cont) if (config.bn_cont and n_cont) else None
         n_in = sum(self.emb_dims) + n_cont
@@ -152,16 +154,21 @@ class TabularNet(nn.Module):
 
     def embedding_weights(self) -> dict[str, torch.Tensor]:
         """The learned embedding matrix of each categorical column (row i = code i), detached on the CPU."""
-        return {c: e.weight.detach().float().cpu() for c, e in zip(self.cat_names, self.embeds, strict=True)}
+        return {c: e.weight.detach().float().cpu() for c, e in zip(self.cat_names, self.embeds, strict=True)}  # type: ignore
 
     def architecture(self) -> dict[str, Any]:
-        return {"cat_names": self.cat_names, "cardinalities": self.cardinalities, "n_cont": self.n_cont,
-                "config": self.config.to_dict()}
+        return {
+            "cat_names": self.cat_names,
+            "cardinalities": self.cardinalities,
+            "n_cont": self.n_cont,
+            "config": self.config.to_dict(),
+        }
 
     @classmethod
     def from_architecture(cls, arch: dict[str, Any]) -> TabularNet:
-        return cls(arch["cat_names"], arch["cardinalities"], int(arch["n_cont"]),
-                   NetConfig.from_dict(arch["config"]))
+        return cls(
+            arch["cat_names"], arch["cardinalities"], int(arch["n_cont"]), NetConfig.from_dict(arch["config"])
+        )
 
 
 def loss_fn(task: str, out: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:

@@ -26,9 +26,14 @@ from .model import TabularNet
 class SparseAdamW(torch.optim.Optimizer):
     """Lazy Adam with decoupled weight decay for parameters with sparse (row) gradients."""
 
-    def __init__(self, params: Iterable[torch.Tensor], lr: float = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.99), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.99),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     @torch.no_grad()
@@ -92,8 +97,9 @@ class GroupedOptimizer:
             o.load_state_dict(s)
 
 
-def param_groups(model: TabularNet, weight_decay: float,
-                 decay_embeddings: bool) -> dict[str, list[nn.Parameter]]:
+def param_groups(
+    model: TabularNet, weight_decay: float, decay_embeddings: bool
+) -> dict[str, list[nn.Parameter]]:
     """Split parameters into ``decay`` (linear weights), ``no_decay`` (biases, batch-norm), ``embeddings``."""
     emb_ids = {id(e.weight) for e in model.embeds}
     groups: dict[str, list[nn.Parameter]] = {"decay": [], "no_decay": [], "embeddings": []}
@@ -110,9 +116,14 @@ def param_groups(model: TabularNet, weight_decay: float,
     return groups
 
 
-def configure_optimizer(model: TabularNet, lr: float, weight_decay: float = 0.01,
-                        decay_embeddings: bool = False, betas: tuple[float, float] = (0.9, 0.99),
-                        eps: float = 1e-5) -> GroupedOptimizer:
+def configure_optimizer(
+    model: TabularNet,
+    lr: float,
+    weight_decay: float = 0.01,
+    decay_embeddings: bool = False,
+    betas: tuple[float, float] = (0.9, 0.99),
+    eps: float = 1e-5,
+) -> GroupedOptimizer:
     """AdamW (decoupled weight decay) with explicit groups; sparse embeddings get :class:`SparseAdamW`."""
     g = param_groups(model, weight_decay, decay_embeddings)
     emb_wd = weight_decay if decay_embeddings else 0.0
@@ -121,14 +132,23 @@ def configure_optimizer(model: TabularNet, lr: float, weight_decay: float = 0.01
     dense_groups: list[dict[str, Any]] = [
         {"params": g["decay"], "weight_decay": weight_decay, "name": "decay"},
         {"params": g["no_decay"], "weight_decay": 0.0, "name": "no_decay"},
-        {"params": [p for p in g["embeddings"] if id(p) not in sparse_ids], "weight_decay": emb_wd,
-         "name": "embeddings"},
+        {
+            "params": [p for p in g["embeddings"] if id(p) not in sparse_ids],
+            "weight_decay": emb_wd,
+            "name": "embeddings",
+        },
     ]
     dense_groups = [d for d in dense_groups if d["params"]]
     opts: list[torch.optim.Optimizer] = [_adamw(dense_groups, lr=lr, betas=betas, eps=eps)]
     if sparse:
-        opts.append(SparseAdamW([{"params": sparse, "weight_decay": emb_wd, "name": "embeddings"}],
-                                lr=lr, betas=betas, eps=eps))
+        opts.append(
+            SparseAdamW(
+                [{"params": sparse, "weight_decay": emb_wd, "name": "embeddings"}],  # type: ignore
+                lr=lr,
+                betas=betas,
+                eps=eps,
+            )
+        )
     return GroupedOptimizer(opts)
 
 

@@ -23,9 +23,15 @@ class Predictor:
     class probabilities ``[n, n_classes]`` (columns in ``classes`` order).
     """
 
-    def __init__(self, preprocessor: Preprocessor, target: TargetInfo, model: TabularNet,
-                 device: str | torch.device = "cpu", batch_size: int = 65536,
-                 manifest: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        preprocessor: Preprocessor,
+        target: TargetInfo,
+        model: TabularNet,
+        device: str | torch.device = "cpu",
+        batch_size: int = 65536,
+        manifest: dict[str, Any] | None = None,
+    ) -> None:
         self.preprocessor = preprocessor
         self.target = target
         self.device = resolve_device(device)
@@ -56,8 +62,10 @@ class Predictor:
     def _forward(self, codes: np.ndarray, cont: np.ndarray) -> np.ndarray:
         outs = []
         for s in range(0, len(codes), self.batch_size):
-            xc = torch.from_numpy(np.ascontiguousarray(codes[s:s + self.batch_size], dtype=np.int64)).to(self.device)
-            xn = torch.from_numpy(np.ascontiguousarray(cont[s:s + self.batch_size])).to(self.device)
+            xc = torch.from_numpy(np.ascontiguousarray(codes[s : s + self.batch_size], dtype=np.int64)).to(
+                self.device
+            )
+            xn = torch.from_numpy(np.ascontiguousarray(cont[s : s + self.batch_size])).to(self.device)
             outs.append(to_prediction(self.task, self.model(xc, xn)).float().cpu().numpy())
         if not outs:
             shape = (0, self.target.n_classes) if self.task == "multiclass" else (0,)
@@ -80,8 +88,11 @@ class Predictor:
         if self.task == "regression":
             return p
         idx = (p > 0.5).astype(np.int64) if self.task == "binary" else p.argmax(axis=1)
-        return np.asarray(self.classes, dtype=object)[idx] if not _numeric(self.classes) else np.asarray(
-            self.classes)[idx]
+        return (
+            np.asarray(self.classes, dtype=object)[idx]
+            if not _numeric(self.classes)
+            else np.asarray(self.classes)[idx]
+        )
 
     def unknown_counts(self, df: pd.DataFrame) -> dict[str, int]:
         """How many values per categorical column map to the "unknown" row."""

@@ -30,8 +30,18 @@ KIND_BOOLEAN = "boolean"
 KIND_TIMESTAMP = "timestamp"
 
 DATE_CAT_PARTS = (
-    "year", "month", "week", "day", "dayofweek", "dayofyear",
-    "is_month_end", "is_month_start", "is_quarter_end", "is_quarter_start", "is_year_end", "is_year_start",
+    "year",
+    "month",
+    "week",
+    "day",
+    "dayofweek",
+    "dayofyear",
+    "is_month_end",
+    "is_month_start",
+    "is_quarter_end",
+    "is_quarter_start",
+    "is_year_end",
+    "is_year_start",
 )
 
 
@@ -103,9 +113,7 @@ class CategoryVocab:
         if self._index is None:
             if self.kind == KIND_TIMESTAMP:
                 self._index = pd.DatetimeIndex(pd.to_datetime(self.values)).astype("datetime64[ns]")
-            elif self.kind == KIND_INTEGER:
-                self._index = pd.Index(np.asarray(self.values, dtype=np.int64))
-            elif self.kind == KIND_BOOLEAN:
+            elif self.kind == KIND_INTEGER or self.kind == KIND_BOOLEAN:
                 self._index = pd.Index(np.asarray(self.values, dtype=np.int64))
             else:
                 self._index = pd.Index(pd.array(self.values, dtype="str"))
@@ -162,14 +170,24 @@ class CategoryVocab:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "name": self.name, "kind": self.kind, "values": self.values, "counts": self.counts,
-            "missing_count": self.missing_count, "unknown_count": self.unknown_count,
+            "name": self.name,
+            "kind": self.kind,
+            "values": self.values,
+            "counts": self.counts,
+            "missing_count": self.missing_count,
+            "unknown_count": self.unknown_count,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CategoryVocab:
-        return cls(d["name"], d["kind"], list(d["values"]), [int(c) for c in d["counts"]],
-                   int(d["missing_count"]), int(d["unknown_count"]))
+        return cls(
+            d["name"],
+            d["kind"],
+            list(d["values"]),
+            [int(c) for c in d["counts"]],
+            int(d["missing_count"]),
+            int(d["unknown_count"]),
+        )
 
 
 def _date_parts(s: pd.Series, name: str) -> tuple[dict[str, pd.Series], pd.Series]:
@@ -187,8 +205,9 @@ def _date_parts(s: pd.Series, name: str) -> tuple[dict[str, pd.Series], pd.Serie
         if p.startswith("is_"):
             v = v.astype("Int64").where(ts.notna())
         parts[f"{name}_{p}"] = pd.Series(v, index=s.index).astype("Float64").astype("float64")
-    elapsed = pd.Series(np.where(ts.notna(), ts.astype("datetime64[ns]").astype("int64") / 1e9, np.nan),
-                        index=s.index)
+    elapsed = pd.Series(
+        np.where(ts.notna(), ts.astype("datetime64[ns]").astype("int64") / 1e9, np.nan), index=s.index
+    )
     return parts, elapsed
 
 
@@ -262,7 +281,9 @@ class Preprocessor:
             raise DataError(f"min_frequency must be >= 1, got {self.min_frequency}")
         spec = self.spec.resolve(df)
         if not spec.feature_columns:
-            raise DataError("no feature columns: list categorical/continuous/dates columns in the FeatureSpec")
+            raise DataError(
+                "no feature columns: list categorical/continuous/dates columns in the FeatureSpec"
+            )
         for c in spec.feature_columns:
             if df[c].isna().all():
                 raise DataError(
@@ -277,18 +298,23 @@ class Preprocessor:
         for col, arr in cont_frame.items():
             finite = arr[~np.isnan(arr)]
             if finite.size == 0:
-                raise DataError(f"column {col!r} has no finite values in the training data; drop it or fill it")
+                raise DataError(
+                    f"column {col!r} has no finite values in the training data; drop it or fill it"
+                )
             fill = float(np.median(finite))
             filled = np.where(np.isnan(arr), fill, arr)
             std = float(filled.std())
-            self.cont_stats_[col] = ContinuousStats(fill, float(filled.mean()), std if std > 0 else 1.0,
-                                                    bool(np.isnan(arr).any()))
+            self.cont_stats_[col] = ContinuousStats(
+                fill, float(filled.mean()), std if std > 0 else 1.0, bool(np.isnan(arr).any())
+            )
         self._set_names()
         return self
 
     def _set_names(self) -> None:
         self.cat_names_ = list(self.vocabs_)
-        self.cont_names_ = list(self.cont_stats_) + [f"{c}_na" for c, st in self.cont_stats_.items() if st.has_na]
+        self.cont_names_ = list(self.cont_stats_) + [
+            f"{c}_na" for c, st in self.cont_stats_.items() if st.has_na
+        ]
 
     @staticmethod
     def _expand(df: pd.DataFrame, spec: FeatureSpec) -> tuple[dict[str, pd.Series], dict[str, np.ndarray]]:

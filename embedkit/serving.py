@@ -50,8 +50,9 @@ def input_schema_from_preprocessor(pre: Any) -> list[dict[str, Any]]:
 class Servable:
     """A loaded servable model. ``predict`` gives labels/values; ``predict_proba`` class probabilities."""
 
-    def __init__(self, path: Path, meta: dict[str, Any], tables: Any, predict_raw: Any,
-                 predictor: Any = None) -> None:
+    def __init__(
+        self, path: Path, meta: dict[str, Any], tables: Any, predict_raw: Any, predictor: Any = None
+    ) -> None:
         self.path = path
         self.meta = meta
         self.tables = tables
@@ -87,7 +88,9 @@ class Servable:
             raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
         missing = [c for c in self.feature_columns if c not in df.columns]
         if missing:
-            raise DataError(f"column(s) {missing} missing from the input; the model needs {self.feature_columns}")
+            raise DataError(
+                f"column(s) {missing} missing from the input; the model needs {self.feature_columns}"
+            )
 
     def predict_raw(self, df: pd.DataFrame) -> np.ndarray:
         """P(class 1) for binary, class probabilities for multiclass, values for regression."""
@@ -152,25 +155,45 @@ def _jsonable(v: Any) -> Any:
 
 
 # ---- writing -------------------------------------------------------------------------------------
-def save_net_servable(path: str | Path, bundle_path: str | Path, *, name: str | None = None,
-                      metrics: dict[str, float] | None = None) -> Path:
+def save_net_servable(
+    path: str | Path,
+    bundle_path: str | Path,
+    *,
+    name: str | None = None,
+    metrics: dict[str, float] | None = None,
+) -> Path:
     """Package a model bundle as a servable (kind "net")."""
     import shutil
 
     from .bundle import read_bundle
 
     contents = read_bundle(bundle_path)
-    meta = _meta("net", name, contents.target.task, contents.target.classes,
-                 input_schema_from_preprocessor(contents.preprocessor), metrics, {"bundle": "bundle"})
+    meta = _meta(
+        "net",
+        name,
+        contents.target.task,
+        contents.target.classes,
+        input_schema_from_preprocessor(contents.preprocessor),
+        metrics,
+        {"bundle": "bundle"},
+    )
     with atomic_dir(path) as tmp:
         shutil.copytree(bundle_path, tmp / "bundle")
         (tmp / SERVABLE_FILE).write_text(json.dumps(meta, indent=2))
     return Path(path)
 
 
-def save_pipeline_servable(path: str | Path, *, transformer: Any, estimator: Any, task: str,
-                           classes: list[Any] | None, input_schema: list[dict[str, Any]],
-                           name: str | None = None, metrics: dict[str, float] | None = None) -> Path:
+def save_pipeline_servable(
+    path: str | Path,
+    *,
+    transformer: Any,
+    estimator: Any,
+    task: str,
+    classes: list[Any] | None,
+    input_schema: list[dict[str, Any]],
+    name: str | None = None,
+    metrics: dict[str, float] | None = None,
+) -> Path:
     """Package a fitted ``EmbeddingTransformer`` and a fitted downstream estimator (kind "pipeline").
 
     The estimator must have been fitted on ``transformer.transform(X)`` with the target encoded as
@@ -180,8 +203,10 @@ def save_pipeline_servable(path: str | Path, *, transformer: Any, estimator: Any
 
     est_type = type(estimator).__module__.split(".")[0]
     details: dict[str, Any] = {
-        "transformer": {"params": _transformer_params(transformer),
-                        "feature_names_in": [str(c) for c in transformer.feature_names_in_]},
+        "transformer": {
+            "params": _transformer_params(transformer),
+            "feature_names_in": [str(c) for c in transformer.feature_names_in_],
+        },
         "estimator_class": f"{type(estimator).__module__}.{type(estimator).__name__}",
     }
     with atomic_dir(path) as tmp:
@@ -205,13 +230,29 @@ def _transformer_params(transformer: Any) -> dict[str, Any]:
     return json.loads(json.dumps(params, default=str))
 
 
-def _meta(kind: str, name: str | None, task: str, classes: list[Any] | None, schema: list[dict[str, Any]],
-          metrics: dict[str, float] | None, details: dict[str, Any]) -> dict[str, Any]:
+def _meta(
+    kind: str,
+    name: str | None,
+    task: str,
+    classes: list[Any] | None,
+    schema: list[dict[str, Any]],
+    metrics: dict[str, float] | None,
+    details: dict[str, Any],
+) -> dict[str, Any]:
     import datetime as _dt
 
-    return {"format_version": SERVABLE_FORMAT_VERSION, "kind": kind, "name": name, "task": task,
-            "classes": classes, "input_schema": schema, "metrics": metrics or {},
-            "embedkit_version": __version__, "created_at": _dt.datetime.now(_dt.UTC).isoformat(), **details}
+    return {
+        "format_version": SERVABLE_FORMAT_VERSION,
+        "kind": kind,
+        "name": name,
+        "task": task,
+        "classes": classes,
+        "input_schema": schema,
+        "metrics": metrics or {},
+        "embedkit_version": __version__,
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(),
+        **details,
+    }
 
 
 # ---- loading -------------------------------------------------------------------------------------
@@ -226,8 +267,10 @@ def load_servable(path: str | Path) -> Servable:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise FormatError(f"{f} is damaged: {exc}") from exc
     if meta.get("format_version") != SERVABLE_FORMAT_VERSION:
-        raise FormatError(f"{f} has format_version {meta.get('format_version')!r}; this embedkit reads "
-                          f"{SERVABLE_FORMAT_VERSION}")
+        raise FormatError(
+            f"{f} has format_version {meta.get('format_version')!r}; this embedkit reads "
+            f"{SERVABLE_FORMAT_VERSION}"
+        )
     if meta["kind"] == "net":
         from .predictor import Predictor
         from .tables import load_tables
@@ -257,7 +300,7 @@ def _load_pipeline(path: Path, meta: dict[str, Any]) -> Servable:
         booster = lgb.Booster(model_file=str(path / est["file"]))
 
         def predict_raw(df: pd.DataFrame) -> np.ndarray:
-            return booster.predict(np.asarray(transformer.transform(df[tmeta["feature_names_in"]])))
+            return booster.predict(np.asarray(transformer.transform(df[tmeta["feature_names_in"]])))  # type: ignore
     elif est["format"] == "skops":
         import skops.io as sio
 
@@ -282,6 +325,11 @@ def _load_pipeline(path: Path, meta: dict[str, Any]) -> Servable:
 def _dtype_for(column: str, meta: dict[str, Any]) -> str:
     for c in meta["input_schema"]:
         if c["name"] == column:
-            return {"string": "str", "integer": "int64", "boolean": "bool", "timestamp": "datetime64[ns]",
-                    "number": "float64"}.get(c["kind"], "object")
+            return {
+                "string": "str",
+                "integer": "int64",
+                "boolean": "bool",
+                "timestamp": "datetime64[ns]",
+                "number": "float64",
+            }.get(c["kind"], "object")
     return "float64"

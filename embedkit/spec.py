@@ -42,8 +42,11 @@ class FeatureSpec:
     def resolve(self, df: pd.DataFrame) -> FeatureSpec:
         """Return a copy with every role list filled, inferring the ones left as ``None``."""
         given = set(self.categorical or []) | set(self.continuous or []) | set(self.dates or [])
-        for role, cols in (("categorical", self.categorical), ("continuous", self.continuous),
-                           ("dates", self.dates)):
+        for role, cols in (
+            ("categorical", self.categorical),
+            ("continuous", self.continuous),
+            ("dates", self.dates),
+        ):
             for c in cols or []:
                 if c not in df.columns:
                     raise DataError(
@@ -53,15 +56,17 @@ class FeatureSpec:
         if self.target is not None and self.target in given:
             raise DataError(f"column {self.target!r} is the target and cannot also be a feature")
         skip = set(self.ignore) | given | ({self.target} if self.target else set())
-        cat, cont, dates = [], [], []
+        cat, cont, dates = [], [], []  # type: ignore
         for col in df.columns:
             if col in skip:
                 continue
             s = df[col]
             if ptypes.is_datetime64_any_dtype(s):
                 dates.append(col)
-            elif ptypes.is_bool_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype) or not (
-                ptypes.is_numeric_dtype(s)
+            elif (
+                ptypes.is_bool_dtype(s)
+                or isinstance(s.dtype, pd.CategoricalDtype)
+                or not (ptypes.is_numeric_dtype(s))
             ):
                 cat.append(col)
             elif ptypes.is_integer_dtype(s):

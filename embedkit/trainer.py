@@ -35,7 +35,7 @@ from .schedule import OneCycle
 log = logging.getLogger("embedkit")
 
 CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 @dataclass
@@ -135,8 +135,13 @@ def _retain_freed_memory() -> None:
 class Trainer:
     """Trains a :class:`TabularNet` for a task (``regression``, ``binary`` or ``multiclass``)."""
 
-    def __init__(self, model: TabularNet, task: str, config: TrainConfig | None = None,
-                 callbacks: list[Callback] | None = None) -> None:
+    def __init__(
+        self,
+        model: TabularNet,
+        task: str,
+        config: TrainConfig | None = None,
+        callbacks: list[Callback] | None = None,
+    ) -> None:
         self.model = model
         self.task = task
         self.config = config or TrainConfig()
@@ -163,8 +168,13 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return max(1, math.ceil(self._n_train / self.batch_size))
 
-    def fit(self, train: TensorData, valid: TensorData | None = None, resume_from: str | Path | None = None,
-            lr: float | None = None) -> History:
+    def fit(
+        self,
+        train: TensorData,
+        valid: TensorData | None = None,
+        resume_from: str | Path | None = None,
+        lr: float | None = None,
+    ) -> History:
         """Train for ``config.epochs`` epochs (continuing a checkpoint when ``resume_from`` is given)."""
         cfg = self.config
         self._train = train.to(self.device)
@@ -176,8 +186,9 @@ class Trainer:
         if peak is None:
             raise ValueError("no learning rate: set TrainConfig.lr or run lr_find() and pass its suggestion")
         self.lr_max = float(peak)
-        self.optimizer = configure_optimizer(self.model, self.lr_max, cfg.weight_decay, cfg.decay_embeddings,
-                                             betas=(cfg.moms[0], 0.99))
+        self.optimizer = configure_optimizer(
+            self.model, self.lr_max, cfg.weight_decay, cfg.decay_embeddings, betas=(cfg.moms[0], 0.99)
+        )
         self._make_schedule()
         start_epoch = 0
         if resume_from is not None:
@@ -199,8 +210,11 @@ class Trainer:
                     self.save_checkpoint(self.checkpoint_path, epoch + 1)
                 self.callbacks.notify("on_epoch_end", self, epoch, logs)
                 if self._should_stop_early(epoch):
-                    log.info("early stopping after epoch %d (best epoch %s)", epoch + 1,
-                             (self.history.best_epoch or 0) + 1)
+                    log.info(
+                        "early stopping after epoch %d (best epoch %s)",
+                        epoch + 1,
+                        (self.history.best_epoch or 0) + 1,
+                    )
                     break
                 if self.stop_training:
                     break
@@ -213,8 +227,14 @@ class Trainer:
     # ---- one epoch -----------------------------------------------------------------------------
     def _make_schedule(self) -> None:
         cfg = self.config
-        self.schedule = OneCycle(self.lr_max, cfg.epochs * self.steps_per_epoch, cfg.pct_start, cfg.div,
-                                 cfg.final_div, tuple(cfg.moms))  # type: ignore[arg-type]
+        self.schedule = OneCycle(
+            self.lr_max,
+            cfg.epochs * self.steps_per_epoch,
+            cfg.pct_start,
+            cfg.div,
+            cfg.final_div,
+            tuple(cfg.moms),  # type: ignore
+        )  # type: ignore[arg-type]
 
     def _run_epoch_with_retries(self, epoch: int) -> dict[str, Any]:
         while True:
@@ -243,7 +263,7 @@ class Trainer:
         t0 = time.perf_counter()
         step0 = epoch * self.steps_per_epoch
         for i, start in enumerate(range(0, self._n_train, bs)):
-            idx = perm[start:start + bs]
+            idx = perm[start : start + bs]
             n = idx.numel()
             if n < 2 and self.model.config.use_bn:
                 continue  # BatchNorm cannot train on a single row
@@ -275,10 +295,14 @@ class Trainer:
                     self._check_losses(epoch, pending)
         self._check_losses(epoch, pending)
         seconds = time.perf_counter() - t0
-        return {"epoch": epoch + 1, "train_loss": float(total) / max(count, 1),
-                "rows_per_s": count / seconds if seconds > 0 else float("nan"),
-                "lr": self.schedule.lr(self.global_step) if self.schedule else float("nan"),
-                "batch_size": bs, "seconds": seconds}
+        return {
+            "epoch": epoch + 1,
+            "train_loss": float(total) / max(count, 1),
+            "rows_per_s": count / seconds if seconds > 0 else float("nan"),
+            "lr": self.schedule.lr(self.global_step) if self.schedule else float("nan"),
+            "batch_size": bs,
+            "seconds": seconds,
+        }
 
     def _listens_to_batches(self) -> bool:
         return any(type(cb).on_batch_end is not Callback.on_batch_end for cb in self.callbacks.callbacks)
@@ -302,16 +326,18 @@ class Trainer:
         mask &= x_cat >= N_RESERVED
         return x_cat.masked_fill(mask, UNKNOWN)
 
-    def train_step(self, x_cat: torch.Tensor, x_cont: torch.Tensor, y: torch.Tensor,
-                   w: torch.Tensor | None) -> torch.Tensor:
+    def train_step(
+        self, x_cat: torch.Tensor, x_cont: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
+    ) -> torch.Tensor:
         """One optimizer step at ``self.global_step`` of the schedule; returns the (detached) loss."""
         assert self.optimizer is not None and self.schedule is not None
         step = self.global_step
         set_hyper(self.optimizer, self.schedule.lr(step), self.schedule.momentum(step))
         return self._step(x_cat, x_cont, y, w)
 
-    def _step(self, x_cat: torch.Tensor, x_cont: torch.Tensor, y: torch.Tensor,
-              w: torch.Tensor | None) -> torch.Tensor:
+    def _step(
+        self, x_cat: torch.Tensor, x_cont: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
+    ) -> torch.Tensor:
         assert self.optimizer is not None
         _retain_freed_memory()
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
@@ -350,8 +376,13 @@ class Trainer:
     def _handle_oom(self, epoch: int, exc: BaseException) -> None:
         assert self._last_good_state is not None
         new_bs = max(1, self.batch_size // 2)
-        log.warning("CUDA out of memory at batch size %d (%s); retrying epoch %d with batch size %d",
-                    self.batch_size, str(exc).splitlines()[0], epoch + 1, new_bs)
+        log.warning(
+            "CUDA out of memory at batch size %d (%s); retrying epoch %d with batch size %d",
+            self.batch_size,
+            str(exc).splitlines()[0],
+            epoch + 1,
+            new_bs,
+        )
         self.model.load_state_dict(self._last_good_state)
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
@@ -436,8 +467,13 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.batch_size = int(state["batch_size"])
         self.lr_max = float(state["lr_max"])
-        self.optimizer = configure_optimizer(self.model, self.lr_max, self.config.weight_decay,
-                                             self.config.decay_embeddings, betas=(self.config.moms[0], 0.99))
+        self.optimizer = configure_optimizer(
+            self.model,
+            self.lr_max,
+            self.config.weight_decay,
+            self.config.decay_embeddings,
+            betas=(self.config.moms[0], 0.99),
+        )
         self.optimizer.load_state_dict(state["optimizer"])
         self._make_schedule()
         self.history = History.from_dict(state["history"])

@@ -17,8 +17,12 @@ from embedkit.trainer import TrainConfig
 def trained(tmp_path_factory):
     df, _ = grouped_categories(n=1500, task="binary")
     spec = FeatureSpec(target="y", categorical=["cat", "other"], continuous=["x"], dates=[])
-    learn = Learner.from_frame(df, spec, net_config=NetConfig(layers=[16, 8], dropout=0.0),
-                               train_config=TrainConfig(epochs=2, lr=1e-2, batch_size=128))
+    learn = Learner.from_frame(
+        df,
+        spec,
+        net_config=NetConfig(layers=[16, 8], dropout=0.0),
+        train_config=TrainConfig(epochs=2, lr=1e-2, batch_size=128),
+    )
     learn.fit(df)
     path = learn.save(tmp_path_factory.mktemp("b") / "bundle", metrics={"auc": 0.9})
     return learn, df, path
@@ -78,8 +82,12 @@ def test_wrong_format_version(trained, tmp_path):
 def test_dates_and_every_column_kind_roundtrip(tmp_path):
     df = mixed_frame(400)
     spec = FeatureSpec(target="y", categorical=["s", "i", "b"], continuous=["f", "g"], dates=["d"])
-    learn = Learner.from_frame(df, spec, net_config=NetConfig(layers=[8], dropout=0.0),
-                               train_config=TrainConfig(epochs=1, lr=1e-2, batch_size=64))
+    learn = Learner.from_frame(
+        df,
+        spec,
+        net_config=NetConfig(layers=[8], dropout=0.0),
+        train_config=TrainConfig(epochs=1, lr=1e-2, batch_size=64),
+    )
     learn.fit(df)
     p = Predictor.load(learn.save(tmp_path / "b"))
     np.testing.assert_array_equal(p.predict(df), learn.predict(df))

@@ -31,8 +31,9 @@ def test_multiclass_labels_and_regressor():
     assert clf.predict_proba(X).shape == (1500, 3)
     assert set(clf.predict(X)) <= set(clf.classes_)
     rdf, _ = grouped_categories(n=1500, task="regression")
-    reg = TabularNetRegressor(categorical=["cat", "other"], **{**FAST, "epochs": 6}).fit(rdf[["cat", "other", "x"]],
-                                                                                          rdf["y"])
+    reg = TabularNetRegressor(categorical=["cat", "other"], **{**FAST, "epochs": 6}).fit(
+        rdf[["cat", "other", "x"]], rdf["y"]
+    )
     assert reg.score(rdf[["cat", "other", "x"]], rdf["y"]) > 0.8  # R^2
 
 

@@ -61,7 +61,10 @@ def test_sample_weight_zero_rows_are_ignored():
     ("make", "match"),
     [
         (lambda df: df.drop(columns=["y"]), "target column 'y' is not in the data"),
-        (lambda df: df.assign(y=np.where(np.arange(len(df)) == 3, np.nan, df["y"])), "target 'y' has 1 missing"),
+        (
+            lambda df: df.assign(y=np.where(np.arange(len(df)) == 3, np.nan, df["y"])),
+            "target 'y' has 1 missing",
+        ),
         (lambda df: df.assign(x="not a number"), "continuous column 'x' has non-numeric values"),
         (lambda df: df.iloc[:0], "empty"),
         (lambda df: df.assign(x=np.nan), "column 'x' is entirely missing"),
@@ -88,8 +91,9 @@ def test_unknown_emb_dims_column_is_named():
 
 def test_lr_none_uses_the_finder_suggestion():
     df, _ = grouped_categories(n=1000)
-    learn = Learner.from_frame(df, SPEC, net_config=NetConfig(layers=[16]),
-                               train_config=TrainConfig(epochs=1, batch_size=64))
+    learn = Learner.from_frame(
+        df, SPEC, net_config=NetConfig(layers=[16]), train_config=TrainConfig(epochs=1, batch_size=64)
+    )
     learn.fit(df)
     assert learn.lr_finder is not None
     assert learn.trainer.lr_max == learn.lr_finder.suggestion

@@ -27,9 +27,9 @@ def test_lr_find_restores_weights_and_returns_a_curve():
     assert len(res.lrs) == len(res.losses) == len(res.smoothed) >= 10
     assert np.all(np.diff(res.lrs) > 0) and res.lrs[0] == pytest.approx(1e-7)
     assert set(res.alternatives) == {"valley", "minimum/10", "steepest"}
-    assert res.suggestion == res.alternatives["valley"]
+    assert res.suggestion == res.alternatives["minimum/10"]
     # the sweep stops once the smoothed loss passes 4x its best
-    assert res.lrs[-1] < 10 and res.smoothed[-1] > 4 * min(res.smoothed) or len(res.lrs) == 100
+    assert (res.lrs[-1] < 10 and res.smoothed[-1] > 4 * min(res.smoothed)) or len(res.lrs) == 100
 
 
 def test_suggested_rate_lies_where_training_converges():

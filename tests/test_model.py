@@ -16,7 +16,9 @@ def test_default_embedding_width_rule():
     assert net.emb_dims == [default_emb_dim(10), 7]
 
 
-@pytest.mark.parametrize(("task", "shape"), [("binary", (8, 1)), ("multiclass", (8, 4)), ("regression", (8, 1))])
+@pytest.mark.parametrize(
+    ("task", "shape"), [("binary", (8, 1)), ("multiclass", (8, 4)), ("regression", (8, 1))]
+)
 def test_heads(task, shape):
     net = _net(task).eval()
     out = net(torch.randint(0, 10, (8, 2)), torch.randn(8, 3))

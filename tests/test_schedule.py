@@ -14,7 +14,11 @@ def test_one_cycle_shape():
     assert lrs[-1] == pytest.approx(1e-2 / 1e5, rel=1e-3)
     assert np.all(np.diff(lrs[: peak + 1]) >= 0) and np.all(np.diff(lrs[peak:]) <= 0)
     # momentum mirrors the rate: high → low at the peak → high
-    assert moms[0] == pytest.approx(0.95) and moms[peak] == pytest.approx(0.85) and moms[-1] == pytest.approx(0.95)
+    assert (
+        moms[0] == pytest.approx(0.95)
+        and moms[peak] == pytest.approx(0.85)
+        and moms[-1] == pytest.approx(0.95)
+    )
     assert int(np.argmin(moms)) == peak
 
 

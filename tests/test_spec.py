@@ -6,11 +6,17 @@ from embedkit import DataError, FeatureSpec
 
 
 def test_inference_rule_is_deterministic_and_documented():
-    df = pd.DataFrame({
-        "s": ["a", "b"] * 15, "small_int": np.arange(30) % 3, "big_int": np.arange(30),
-        "f": np.linspace(0, 1, 30), "b": [True, False] * 15,
-        "d": pd.date_range("2020-01-01", periods=30), "y": np.arange(30) % 2,
-    })
+    df = pd.DataFrame(
+        {
+            "s": ["a", "b"] * 15,
+            "small_int": np.arange(30) % 3,
+            "big_int": np.arange(30),
+            "f": np.linspace(0, 1, 30),
+            "b": [True, False] * 15,
+            "d": pd.date_range("2020-01-01", periods=30),
+            "y": np.arange(30) % 2,
+        }
+    )
     spec = FeatureSpec(target="y").resolve(df)
     assert spec.categorical == ["s", "small_int", "b"]
     assert spec.continuous == ["big_int", "f"]

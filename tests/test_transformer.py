@@ -605,13 +605,11 @@ def test_cross_fit_with_mismatched_widths_is_explained(monkeypatch):
         EmbeddingTransformer(columns=["city"], cv=2).fit_transform(make_frame(), np.arange(60) % 2)
 
 
-# ---- training path, with the real learner (enabled by the lead once embedkit/learner.py lands) ----
-_LEARNER_PENDING = pytest.mark.xfail(reason="learner.fit_tables not landed yet", strict=False)
+# ---- training path, with the real learner ----
 # a small, fixed-lr net (no LR finder), so that these tests train in a few seconds on a CPU
 _SMALL_NET = {"lr": 1e-2, "layers": [32], "batch_size": 256}
 
 
-@_LEARNER_PENDING
 def test_real_learner_fit_transform(flights_example):
     _, X, y, Xv, _ = flights_example
     et = EmbeddingTransformer(
@@ -623,7 +621,6 @@ def test_real_learner_fit_transform(flights_example):
     assert np.isfinite(out).all()
 
 
-@_LEARNER_PENDING
 def test_real_learner_tables_roundtrip_and_transform_agree(flights_example, tmp_path):
     _, X, y, Xv, _ = flights_example
     cols = ["carrier", "dest"]
@@ -636,7 +633,6 @@ def test_real_learner_tables_roundtrip_and_transform_agree(flights_example, tmp_
     assert load_tables(path) == et.tables_
 
 
-@_LEARNER_PENDING
 def test_real_learner_cross_fit(flights_example):
     _, X, y, _, _ = flights_example
     cols = ["carrier", "origin", "dest"]
@@ -650,7 +646,6 @@ def test_real_learner_cross_fit(flights_example):
     assert not np.allclose(out, in_sample)
 
 
-@_LEARNER_PENDING
 def test_real_learner_in_a_pipeline(flights_example):
     _, X, y, Xv, yv = flights_example
     pipe = make_pipeline(
