@@ -13,6 +13,7 @@ from .bundle import BundleContents, load_model, read_bundle
 from .data import TargetInfo
 from .device import resolve_device
 from .model import TabularNet, to_prediction
+from .outputs import class_index, proba_from_raw
 from .preprocessing import UNKNOWN, Preprocessor
 
 
@@ -80,14 +81,13 @@ class Predictor:
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
         if self.task == "regression":
             raise AttributeError("predict_proba is for classifiers; this model does regression")
-        p = self.predict_raw(df)
-        return np.column_stack([1 - p, p]) if self.task == "binary" else p
+        return proba_from_raw(self.task, self.predict_raw(df))
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         p = self.predict_raw(df)
         if self.task == "regression":
             return p
-        idx = (p > 0.5).astype(np.int64) if self.task == "binary" else p.argmax(axis=1)
+        idx = class_index(self.task, p)
         return (
             np.asarray(self.classes, dtype=object)[idx]
             if not _numeric(self.classes)

@@ -26,6 +26,7 @@ import pandas as pd
 from ._io import atomic_dir
 from ._version import __version__
 from .exceptions import DataError, FormatError
+from .outputs import class_index, proba_from_raw
 
 SERVABLE_FORMAT_VERSION = 1
 SERVABLE_FILE = "servable.json"
@@ -100,14 +101,13 @@ class Servable:
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
         if self.task == "regression":
             raise AttributeError("predict_proba is for classifiers; this model does regression")
-        p = self.predict_raw(df)
-        return np.column_stack([1 - p, p]) if self.task == "binary" else p
+        return proba_from_raw(self.task, self.predict_raw(df))
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         p = self.predict_raw(df)
         if self.task == "regression":
             return p
-        idx = (p > 0.5).astype(np.int64) if self.task == "binary" else p.argmax(axis=1)
+        idx = class_index(self.task, p)
         return np.asarray(self.classes, dtype=object)[idx]
 
     def unknown_counts(self, df: pd.DataFrame) -> dict[str, int]:
