@@ -287,20 +287,27 @@ def main(argv: list[str] | None = None) -> int:
         help="train at this LR-finder alternative instead of its default suggestion",
     )
     ap.add_argument("--no-cuda", action="store_true", help="skip the CUDA run even when a GPU is present")
+    ap.add_argument("--no-cpu", action="store_true", help="skip the CPU run (on a GPU machine)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
 
     ex = flights(n_rows=args.rows)
-    results = {"cpu": run("cpu", args, ex)}
+    results = {}
+    if not args.no_cpu:
+        results["cpu"] = run("cpu", args, ex)
     if torch.cuda.is_available() and not args.no_cuda:
         results["cuda"] = run("cuda", args, ex)
-    cpu = results["cpu"]
+    if not results:
+        ap.error("nothing to run: --no-cpu was given and no CUDA GPU is available (or --no-cuda)")
+    first = next(iter(results.values()))
     goals = {
-        "valid_auc>=0.75_within_epochs": cpu["max_valid_auc"] >= GOALS["valid_auc"],
-        "final_auc>=0.75": cpu["final"]["auc"] >= GOALS["valid_auc"],
-        "trainer/bare>=0.85": cpu["trainer_over_bare"] >= GOALS["trainer_over_bare"],
-        "trainer_rows_per_s>=100k": cpu["trainer_rows_per_s_median"] >= GOALS["trainer_rows_per_s"],
+        "valid_auc>=0.75_within_epochs": first["max_valid_auc"] >= GOALS["valid_auc"],
+        "final_auc>=0.75": first["final"]["auc"] >= GOALS["valid_auc"],
+        "trainer/bare>=0.85": first["trainer_over_bare"] >= GOALS["trainer_over_bare"],
     }
+    if "cpu" in results:
+        cpu_rate = results["cpu"]["trainer_rows_per_s_median"]
+        goals["trainer_rows_per_s>=100k"] = cpu_rate >= GOALS["trainer_rows_per_s"]
     report = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "rows": {"train": len(ex.train_idx), "valid": len(ex.valid_idx)},
@@ -320,10 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, default=float))
     print(table(results))
-    print(
-        f"\npeak RSS {report['peak_rss_mb']:,.0f} MB; lr_find {cpu['lr_find_s']:.1f} s; "
-        f"fit {cpu['fit_s']:.1f} s (cpu)"
-    )
+    for r in results.values():
+        print(f"{r['device']}: lr_find {r['lr_find_s']:.1f} s; fit {r['fit_s']:.1f} s")
+    print(f"\npeak RSS {report['peak_rss_mb']:,.0f} MB")
     for r in results.values():
         shares = ", ".join(f"{v:.1%}" for v in r["bare_others_cpu"])
         print(f"{r['device']} bare loop: others' CPU per epoch {shares}")
