@@ -359,6 +359,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--proba", action="store_true", help="add proba_<class> columns (classifiers)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="torch threads (default: torch's own; 1 is often faster on a machine shared with other jobs)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
     return p
@@ -366,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            sys.stderr.write(f"error: --threads must be at least 1, got {args.threads}\n")
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         with tempfile.TemporaryDirectory(prefix="embedkit-score-") as work:
             servable = load_servable(resolve_model(args.model, work))

@@ -228,6 +228,7 @@ def test_cli_errors_name_the_problem_and_write_nothing(servables, tmp_path, caps
     fails("--model", str(tmp_path), "--input", str(good), "--output", str(out), match="neither")
     fails("--model", "models:/x", "--input", str(good), "--output", str(out), match="models:/NAME@ALIAS")
     fails("--model", model, "--input", str(good), "--output", str(tmp_path), match="is a directory")
+    fails("--model", model, "--input", str(good), "--output", str(out), "--threads", "0", match="--threads")
     assert not out.exists()
 
     # an existing output is kept unless --overwrite
