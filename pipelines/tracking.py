@@ -362,6 +362,15 @@ def load_pyfunc(model_uri: str) -> Any:
     return mlflow.pyfunc.load_model(model_uri)
 
 
+def spark_udf(spark: Any, model_uri: str, result_type: Any) -> Any:
+    """MLflow's Spark UDF over a pyfunc model, run in the executors' own Python (``env_manager="local"``).
+    The model is downloaded on the driver and shipped to the executors, which need no tracking server."""
+    import mlflow.pyfunc
+
+    sync_tracking_uri()
+    return mlflow.pyfunc.spark_udf(spark, model_uri, result_type=result_type, env_manager="local")
+
+
 def infer_signature(model_input: Any, model_output: Any) -> Any:
     from mlflow.models import infer_signature as _infer
 
