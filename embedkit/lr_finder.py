@@ -43,10 +43,11 @@ class LRFinderResult:
         }
 
     def plot(self, ax: Any = None) -> Figure:
-        """Smoothed loss against the learning rate (log scale) with the suggestions marked."""
-        import matplotlib
+        """Smoothed loss against the learning rate (log scale) with the suggestions marked.
 
-        matplotlib.use("Agg", force=False)
+        Draws on ``ax``, or on a new pyplot figure (shown inline in a notebook). Leaves the matplotlib
+        backend as it is: without a display, matplotlib picks a non-interactive one itself.
+        """
         import matplotlib.pyplot as plt
 
         if ax is None:

@@ -57,6 +57,24 @@ def test_plot_marks_the_suggestions(tmp_path):
     assert (tmp_path / "lr.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_keeps_the_matplotlib_backend():
+    # a notebook's inline backend must survive plot(), or no later figure is shown
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from embedkit.lr_finder import LRFinderResult
+
+    before = matplotlib.get_backend()
+    plt.switch_backend("svg")
+    try:
+        res = LRFinderResult([1e-4, 1e-3, 1e-2], [0.7, 0.5, 0.9], [0.7, 0.6, 0.8], 1e-4, {"minimum/10": 1e-4})
+        fig = res.plot()
+        assert matplotlib.get_backend() == "svg"
+        plt.close(fig)
+    finally:
+        plt.switch_backend(before)
+
+
 def test_valley_and_steepest_on_a_known_curve():
     lrs = np.logspace(-6, 0, 61)
     loss = np.concatenate([np.full(20, 1.0), np.linspace(1.0, 0.2, 30), np.linspace(0.2, 3.0, 11)])
