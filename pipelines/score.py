@@ -186,17 +186,15 @@ def open_input(path: str | os.PathLike[str]) -> ds.Dataset:
 
 
 def iter_chunks(dataset: ds.Dataset, columns: list[str], chunk_rows: int) -> Iterator[pa.Table]:
-    """The dataset's rows in order, as tables of exactly ``chunk_rows`` rows (the last one shorter).
+    """The dataset's rows in file order, as tables of exactly ``chunk_rows`` rows (the last one shorter).
 
-    Record batches are cut at row-group boundaries; they are re-grouped here so that chunk sizes do not
-    depend on how the files were written. Read-ahead is kept to one batch to bound memory.
+    Each file is read row group by row group (``ParquetFile.iter_batches``): the dataset scanner reads
+    ahead of a slow consumer without bound, this does not. Batches are cut at row-group boundaries; they
+    are re-grouped here so that chunk sizes do not depend on how the files were written.
     """
     pending: list[pa.RecordBatch] = []
     n_pending = 0
-    batches = dataset.to_batches(
-        columns=columns, batch_size=chunk_rows, batch_readahead=1, fragment_readahead=1, use_threads=True
-    )
-    for batch in batches:
+    for batch in _file_batches(dataset, columns, chunk_rows):
         if batch.num_rows == 0:
             continue
         pending.append(batch)
@@ -209,6 +207,17 @@ def iter_chunks(dataset: ds.Dataset, columns: list[str], chunk_rows: int) -> Ite
             n_pending = rest.num_rows
     if n_pending:
         yield pa.Table.from_batches(pending).combine_chunks()
+
+
+def _file_batches(dataset: ds.Dataset, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    schema = pa.schema([dataset.schema.field(c) for c in columns])
+    for path in dataset.files:  # type: ignore[attr-defined]
+        with pq.ParquetFile(path) as pf:
+            missing = [c for c in columns if c not in pf.schema_arrow.names]
+            if missing:
+                raise DataError(f"input file {path} lacks column(s) {missing} that the other files have")
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+                yield batch if batch.schema == schema else batch.select(columns).cast(schema)
 
 
 @dataclass
