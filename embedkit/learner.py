@@ -2,6 +2,11 @@
 
 It only wires the parts together (preprocessor → tensors → :class:`Trainer`); each part stays usable alone.
 
+Under ``torchrun`` (a process group of more than one process, see :mod:`embedkit.distributed`) every rank
+calls the same methods with the same frames: rank 0 fits the preprocessor and the target encoding and runs
+the LR finder, the other ranks receive the results, and :meth:`Learner.fit` trains with DDP. Saving is left
+to the caller: do it on rank 0 only (``if distributed.is_main(): learn.save(...)``).
+
 Example
 -------
 >>> from embedkit import Learner, TrainConfig
@@ -15,6 +20,7 @@ Example
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import distributed
 from .bundle import save_bundle
 from .callbacks import Callback
 from .data import TargetInfo, TensorData, check_weights
@@ -77,8 +84,7 @@ class Learner:
         if spec.target is None:
             raise DataError("the FeatureSpec names no target column; set FeatureSpec(target=...)")
         _require_target(train, spec.target)
-        target = TargetInfo.fit(train[spec.target], task=task, name=spec.target)
-        pre = Preprocessor(spec, min_frequency=min_frequency).fit(train)
+        target, pre = _fit_encoders(train, spec, task, min_frequency)
         cfg = NetConfig(**(net_config.to_dict() if net_config else {}))
         cfg.task = target.task
         if target.task == "multiclass":
@@ -108,8 +114,16 @@ class Learner:
     def lr_find(self, train: pd.DataFrame, sample_weight: Any = None, **kwargs: Any) -> LRFinderResult:
         """Run the LR finder on ``train`` (weights restored afterwards); keeps and returns the result."""
         _require_target(train, self.target.name)
-        self.lr_finder = lr_find(self.trainer, self.tensors(train, sample_weight), **kwargs)
+        self.lr_finder = self._lr_find(lambda: self.tensors(train, sample_weight), **kwargs)
         return self.lr_finder
+
+    def _lr_find(self, data: Callable[[], TensorData], **kwargs: Any) -> LRFinderResult:
+        """The sweep; under DDP rank 0 runs it alone (its model is not wrapped: no gradient is shared)
+        and every rank gets its result, so that every rank trains at the same rate."""
+        if not distributed.is_active():
+            return lr_find(self.trainer, data(), **kwargs)
+        found = distributed.run_on_main(lambda: lr_find(self.trainer, data(), **kwargs).to_dict())
+        return LRFinderResult(**found)
 
     def fit(
         self,
@@ -130,7 +144,7 @@ class Learner:
         lr = lr if lr is not None else self.train_config.lr
         if lr is None and resume_from is None:
             if self.lr_finder is None:
-                self.lr_finder = lr_find(self.trainer, data)
+                self.lr_finder = self._lr_find(lambda: data)
             lr = self.lr_finder.suggestion
         return self.trainer.fit(data, vdata, resume_from=resume_from, lr=lr if lr is not None else 1e-3)
 
@@ -191,6 +205,30 @@ class Learner:
             extra=extra,
             source=source,
         )
+
+
+def _fit_encoders(
+    train: pd.DataFrame, spec: FeatureSpec, task: str | None, min_frequency: int
+) -> tuple[TargetInfo, Preprocessor]:
+    """The target encoding and the preprocessor, fitted on ``train``.
+
+    Under DDP rank 0 fits them and the other ranks rebuild them from its state (the same JSON the bundle
+    stores), so that every rank encodes the data with exactly the same vocabularies and statistics.
+    """
+
+    def fit() -> tuple[TargetInfo, Preprocessor]:
+        target = TargetInfo.fit(train[spec.target], task=task, name=spec.target)
+        return target, Preprocessor(spec, min_frequency=min_frequency).fit(train)
+
+    if not distributed.is_active():
+        return fit()
+
+    def fit_state() -> dict[str, Any]:
+        target, pre = fit()
+        return {"target": target.to_dict(), "preprocessor": pre.to_dict()}
+
+    state = distributed.run_on_main(fit_state)
+    return TargetInfo.from_dict(state["target"]), Preprocessor.from_dict(state["preprocessor"])
 
 
 def _require_target(df: pd.DataFrame, target: str) -> None:

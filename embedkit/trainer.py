@@ -2,6 +2,11 @@
 atomic checkpoints, resume, and the practical guards (NaN/inf loss, CUDA out-of-memory).
 
 Reads as its names: ``fit → run_epoch → train_step``, with callbacks notified at each named event.
+
+Inside a process group of more than one process (``torchrun``, see :mod:`embedkit.distributed`) the same
+loop trains with ``DistributedDataParallel``: each rank takes its shard of every epoch's permutation, the
+gradients are averaged across ranks, and every decision (NaN guard, early stopping, stop requests) is taken
+identically on all ranks so that they stay in lock-step. With one process none of that runs.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
+from . import distributed
 from ._io import atomic_path
 from .callbacks import Callback, CallbackList
 from .data import TensorData
@@ -101,6 +108,9 @@ class _RetryEpoch(Exception):
 
 
 _LOSS_READ_EVERY = 32  # on a GPU without per-batch callbacks: steps between reads of the losses
+# added per rank to the seeds of dropout and of the "unknown" swaps, so that ranks draw different masks
+# (rank 0 keeps the single-process seeds)
+_RANK_SEED_STRIDE = 104_729
 _heap_tuned = False
 
 
@@ -161,12 +171,28 @@ class Trainer:
         )
         self._best_state: dict[str, torch.Tensor] | None = None
         self._last_good_state: dict[str, torch.Tensor] | None = None
+        # data parallelism: the module that trains (the DDP wrapper during a distributed fit, else the
+        # model), this rank and the number of ranks, and the training rows each rank sees per epoch
+        self._net: torch.nn.Module | None = None
+        self._per_batch: bool | None = None  # set by fit: see run_epoch
+        self._rank, self._world = 0, 1
+        self._n_train = self._n_local = 0
+        if distributed.is_active():
+            self._dense_embeddings_for_ddp()
+            if self.device.type == "cuda" and self.device.index is None:
+                self.device = torch.device("cuda", torch.cuda.current_device())
         self.model.to(self.device)
 
     # ---- public API ----------------------------------------------------------------------------
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, math.ceil(self._n_train / self.batch_size))
+        """Optimizer steps per epoch (on each rank: every rank takes the same number)."""
+        return max(1, math.ceil(self._n_local / self.batch_size))
+
+    @property
+    def is_distributed(self) -> bool:
+        """True while ``fit`` trains with DistributedDataParallel (more than one process)."""
+        return self._world > 1
 
     def fit(
         self,
@@ -182,6 +208,17 @@ class Trainer:
         self._n_train = len(train)
         if self._n_train == 0:
             raise ValueError("the training data is empty")
+        if distributed.is_active():
+            self._rank, self._world = distributed.rank(), distributed.world_size()
+            self._dense_embeddings_for_ddp()
+        else:
+            self._rank, self._world = 0, 1
+        self._n_local = self._n_train // self._world
+        if self._n_local == 0:
+            raise ValueError(
+                f"the training data has {self._n_train} rows for {self._world} processes; each process "
+                "needs at least one row: use more data or fewer processes"
+            )
         peak = lr if lr is not None else cfg.lr
         if peak is None:
             raise ValueError("no learning rate: set TrainConfig.lr or run lr_find() and pass its suggestion")
@@ -193,22 +230,30 @@ class Trainer:
         start_epoch = 0
         if resume_from is not None:
             start_epoch = self.load_checkpoint(resume_from)
+        self._net = self._wrap_ddp() if self.is_distributed else self.model
+        # whether the NaN guard reads each loss as it comes (see run_epoch): the same on every rank, or
+        # one rank would stop at a batch where the others go on
+        self._per_batch = self.device.type == "cpu" or distributed.any_rank(self._listens_to_batches())
         self.stop_training = False
         self.callbacks.notify("on_train_begin", self)
         try:
             for epoch in range(start_epoch, cfg.epochs):
                 self.epoch = epoch
                 # dropout draws from torch's global generator: seeding it per epoch makes CPU runs
-                # reproducible, a resumed run included
-                torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+                # reproducible, a resumed run included (each rank draws its own masks)
+                torch.manual_seed(cfg.seed * 1_000_003 + epoch + _RANK_SEED_STRIDE * self._rank)
                 self._last_good_state = _clone_state(self.model)
                 logs = self._run_epoch_with_retries(epoch)
-                logs.update(self.validate())
+                logs.update(self._validate_epoch())
                 self._update_best(epoch, logs)
                 self.history.epochs.append(logs)
                 if self.checkpoint_path is not None:
-                    self.save_checkpoint(self.checkpoint_path, epoch + 1)
+                    if self._rank == 0:
+                        self.save_checkpoint(self.checkpoint_path, epoch + 1)
+                    distributed.barrier()  # no rank runs ahead of a checkpoint being written
                 self.callbacks.notify("on_epoch_end", self, epoch, logs)
+                if self.is_distributed:  # a callback on any rank asking to stop stops them all
+                    self.stop_training = distributed.any_rank(self.stop_training, self.device)
                 if self._should_stop_early(epoch):
                     log.info(
                         "early stopping after epoch %d (best epoch %s)",
@@ -219,6 +264,7 @@ class Trainer:
                 if self.stop_training:
                     break
         finally:
+            self._net, self._per_batch = None, None
             self.callbacks.notify("on_train_end", self)
         if cfg.restore_best and self._best_state is not None:
             self.model.load_state_dict(self._best_state)
@@ -251,18 +297,25 @@ class Trainer:
         self.model.train()
         self.callbacks.notify("on_epoch_begin", self, epoch)
         perm = self._epoch_permutation(epoch)
-        gen = torch.Generator(device=self.device).manual_seed(self.config.seed * 7_919 + epoch)
+        if self.is_distributed:
+            # every rank draws the same permutation and keeps its own equal-sized shard of it
+            perm = distributed.shard(perm, self._rank, self._world)
+        gen = torch.Generator(device=self.device).manual_seed(
+            self.config.seed * 7_919 + epoch + _RANK_SEED_STRIDE * self._rank
+        )
         bs = self.batch_size
         data = self._train
         total, count = torch.zeros((), device=self.device), 0
         # The NaN guard reads every loss back; on a GPU each read waits for the step to finish, so there
         # the losses are read in groups (the weights are restored from the start of the epoch anyway),
         # unless a callback wants each batch's loss as it happens.
-        per_batch = self.device.type == "cpu" or self._listens_to_batches()
+        per_batch = self._per_batch
+        if per_batch is None:  # run_epoch called outside fit
+            per_batch = self.device.type == "cpu" or self._listens_to_batches()
         pending: list[tuple[int, torch.Tensor]] = []
         t0 = time.perf_counter()
         step0 = epoch * self.steps_per_epoch
-        for i, start in enumerate(range(0, self._n_train, bs)):
+        for i, start in enumerate(range(0, self._n_local, bs)):
             idx = perm[start : start + bs]
             n = idx.numel()
             if n < 2 and self.model.config.use_bn:
@@ -280,8 +333,18 @@ class Trainer:
             except RuntimeError as exc:
                 if not _is_oom(exc) or bs <= 1:
                     raise
+                if self.is_distributed:
+                    # the other ranks wait in this step's all-reduce: they cannot retry in step with us
+                    raise RuntimeError(
+                        f"CUDA out of memory on rank {self._rank} at batch size {bs} per process; the "
+                        "automatic retry with a smaller batch works in single-process training only: "
+                        "lower train.batch_size (or TrainConfig.batch_size) and start again"
+                    ) from exc
                 self._handle_oom(epoch, exc)
                 raise _RetryEpoch() from exc
+            if self.is_distributed:
+                # the mean loss over the ranks: every rank logs it and every rank's NaN guard sees it
+                loss = distributed.mean_over_ranks(loss)
             total += loss * n
             count += n
             if per_batch:
@@ -298,11 +361,34 @@ class Trainer:
         return {
             "epoch": epoch + 1,
             "train_loss": float(total) / max(count, 1),
-            "rows_per_s": count / seconds if seconds > 0 else float("nan"),
+            # all ranks together (each rank trains as many rows as the others)
+            "rows_per_s": count * self._world / seconds if seconds > 0 else float("nan"),
             "lr": self.schedule.lr(self.global_step) if self.schedule else float("nan"),
             "batch_size": bs,
             "seconds": seconds,
         }
+
+    # ---- data parallelism ----------------------------------------------------------------------
+    def _dense_embeddings_for_ddp(self) -> None:
+        """Under DDP every embedding table gets dense gradients (and the fused/regular AdamW).
+
+        Row-sparse gradients (``nn.Embedding(sparse=True)`` + SparseAdamW, see optim.py) are the fast path
+        of one process, but DDP handles them badly: NCCL has no sparse all-reduce at all, and gloo's, the
+        only one, has broken DDP in past releases (pytorch/pytorch#111422) and fails when one rank's batch
+        touches no row of a table (pytorch/pytorch#87497). Dense gradients work the same on both backends
+        and keep the results of gloo and NCCL runs comparable. The cost: each step all-reduces the whole
+        table (rows x dim floats) instead of the touched rows, which matters for tables of millions of rows
+        only. The model's config keeps ``sparse_embeddings``: it describes the architecture, and a bundle
+        loaded later trains sparsely again in one process.
+        """
+        for emb in self.model.embeds:
+            assert isinstance(emb, torch.nn.Embedding)
+            emb.sparse = False
+
+    def _wrap_ddp(self) -> torch.nn.Module:
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # DDP broadcasts rank 0's weights and buffers on construction: every rank starts identical
+        return DistributedDataParallel(self.model, device_ids=ids)
 
     def _listens_to_batches(self) -> bool:
         return any(type(cb).on_batch_end is not Callback.on_batch_end for cb in self.callbacks.callbacks)
@@ -340,8 +426,9 @@ class Trainer:
     ) -> torch.Tensor:
         assert self.optimizer is not None
         _retain_freed_memory()
+        net = self._net if self._net is not None else self.model
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            out = self.model(x_cat, x_cont)
+            out = net(x_cat, x_cont)
         loss = loss_fn(self.task, out, y, w)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -403,6 +490,17 @@ class Trainer:
             outs.append(to_prediction(self.task, out).float().cpu())
         return torch.cat(outs).numpy() if outs else np.empty(0, dtype=np.float32)
 
+    def _validate_epoch(self) -> dict[str, float]:
+        """:meth:`validate`; under DDP rank 0 validates and every rank gets its numbers, so that the
+        best epoch and early stopping are decided identically everywhere."""
+        if not self.is_distributed:
+            return self.validate()
+        # each rank's last steps updated its batch-norm statistics on its own shard: take rank 0's, so
+        # that every rank holds the same model (the one that is validated, kept as best and saved)
+        distributed.broadcast_buffers(self.model)
+        distributed.check_same_weights(self.model, self.device)
+        return distributed.run_on_main(self.validate)
+
     def validate(self) -> dict[str, float]:
         if self._valid is None or self._valid.y is None or len(self._valid) == 0:
             return {}
@@ -452,6 +550,7 @@ class Trainer:
             "best_state": self._best_state,
             "architecture": self.model.architecture(),
             "train_config": self.config.to_dict(),
+            "world_size": self._world,
         }
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
@@ -463,7 +562,8 @@ class Trainer:
         path = Path(path)
         if path.is_dir():
             path = path / CHECKPOINT_NAME
-        state = read_checkpoint(path)
+        # under DDP only rank 0 needs the file: it reads it and hands the state to the other ranks
+        state = distributed.run_on_main(lambda: read_checkpoint(path))
         self.model.load_state_dict(state["model"])
         self.batch_size = int(state["batch_size"])
         self.lr_max = float(state["lr_max"])
@@ -474,7 +574,25 @@ class Trainer:
             self.config.decay_embeddings,
             betas=(self.config.moms[0], 0.99),
         )
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except ValueError:
+            # a checkpoint written under DDP (dense embedding gradients, one optimizer) resumed by one
+            # process (sparse ones, two optimizers), or the other way round: the weights, the schedule's
+            # position and the history carry over; Adam's moment estimates start again
+            self.optimizer = configure_optimizer(
+                self.model,
+                self.lr_max,
+                self.config.weight_decay,
+                self.config.decay_embeddings,
+                betas=(self.config.moms[0], 0.99),
+            )
+            log.warning(
+                "the optimizer state in %s does not fit this run (written by %s process(es)); "
+                "continuing with fresh Adam moments",
+                path,
+                state.get("world_size", 1),
+            )
         self._make_schedule()
         self.history = History.from_dict(state["history"])
         self._best_state = state.get("best_state")
