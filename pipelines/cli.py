@@ -4,6 +4,10 @@ Results go to stdout (``--json`` for one JSON object), logs and progress to stde
 2 a config or data problem (the message says which key to fix; nothing is registered), 130 interrupted
 (Ctrl-C), 143 terminated (SIGTERM): the run is then marked KILLED and ``embedkit train --resume RUN_ID``
 continues it. 1 is any other failure.
+
+``embedkit train --nproc N`` starts N training processes on this machine through torchrun
+(DistributedDataParallel, see ``pipelines/train.py``) and returns torchrun's exit code (1 when a process
+failed; the failing process's message is on stderr).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -70,6 +75,14 @@ def _parser() -> argparse.ArgumentParser:
     common(sp, config_required=False)
     sp.add_argument(
         "--resume", metavar="RUN_ID", help="continue an interrupted train run from its checkpoint"
+    )
+    sp.add_argument(
+        "--nproc",
+        type=int,
+        default=1,
+        metavar="N",
+        help="train with N processes on this machine (DistributedDataParallel through torchrun: gloo on "
+        "CPUs, NCCL with one GPU per process); default 1",
     )
 
     sp = sub.add_parser("downstream", help="fit LightGBM / RandomForest / k-NN on the embeddings + baselines")
@@ -152,6 +165,50 @@ def _cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "metrics": result.metrics,
         "run_dir": str(result.run_dir),
     }
+
+
+def _launch_train(args: argparse.Namespace) -> int:
+    """``embedkit train --nproc N``: run ``python -m pipelines.train`` in N processes through torchrun
+    (``torch.distributed.run``) on this machine; returns its exit code."""
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        raise ConfigError(
+            "--nproc: this process already runs under torchrun; leave --nproc out (torchrun's "
+            "--nproc-per-node sets the number of processes)"
+        )
+    forward: list[str] = []
+    if args.resume:
+        forward += ["--resume", args.resume]
+    else:
+        _config(args)  # a config error is reported here (exit 2), before any process starts
+        if args.config:
+            forward += ["--config", str(Path(args.config).resolve())]
+        for override in args.overrides:
+            forward += ["--set", override]
+    if args.json:
+        forward.append("--json")
+    if getattr(args, "verbose", False):
+        forward.append("-v")
+    if getattr(args, "quiet", False):
+        forward.append("-q")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",  # one machine: a local rendezvous on a free port
+        f"--nproc-per-node={args.nproc}",
+        "-m",
+        "pipelines.train",
+        *forward,
+    ]
+    log.info("starting %d training processes: %s", args.nproc, " ".join(cmd))
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: torchrun stops its processes (rank 0 marks the run KILLED)
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=60)
+        raise
 
 
 def _cmd_downstream(args: argparse.Namespace) -> dict[str, Any]:
@@ -268,9 +325,21 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in EXTERNAL:  # hand every other argument over untouched
         return _external(argv[0], argv[1:])
     args = _parser().parse_args(argv)
-    _setup_logging(args.verbose, args.quiet)
+    if args.command == "train" and args.nproc < 1:
+        print(
+            f"error: --nproc must be at least 1 (got {args.nproc}); use --nproc 1 for one process",
+            file=sys.stderr,
+        )
+        return 2
+    from embedkit import distributed
+
+    # under torchrun, rank 0 reports; the other ranks show warnings and errors only
+    main_rank = distributed.is_main()
+    _setup_logging(args.verbose, args.quiet or not main_rank)
     try:
         with _signals():
+            if args.command == "train" and args.nproc > 1:
+                return _launch_train(args)
             out = _COMMANDS[args.command](args)
     except Terminated:
         print(
@@ -296,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         raise
-    _print_result(args.command, out, args.json)
+    if main_rank:
+        _print_result(args.command, out, args.json)
     return 0
 
 

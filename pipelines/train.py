@@ -6,10 +6,16 @@ model's validation metrics (``valid_*``), plots, the bundle and the tables. Chec
 interrupted run from its last checkpoint, in the same MLflow run.
 
 Run: ``embedkit train --config FILE`` or ``python -m pipelines.train --config FILE``.
+
+Distributed (DistributedDataParallel, gloo on CPUs, NCCL on GPUs): ``embedkit train --nproc N --config FILE``
+or ``torchrun --nproc-per-node N -m pipelines.train --config FILE``. Every process reads the data; rank 0
+fits the preprocessor and runs the LR finder (see :mod:`embedkit.distributed`), and rank 0 alone talks to
+MLflow and writes the checkpoints, the bundle and the tables. The other ranks never call MLflow.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -19,6 +25,7 @@ from typing import Any
 
 import torch
 
+from embedkit import distributed
 from embedkit.callbacks import Callback, ProgressBar
 from embedkit.learner import Learner
 from embedkit.model import NetConfig
@@ -96,19 +103,47 @@ def train(
 ) -> TrainResult:
     """Run the train step (nested under the active run, if any); ``resume`` continues that run id.
 
-    ``callbacks`` are added to :func:`default_callbacks`.
+    ``callbacks`` are added to :func:`default_callbacks`. Under torchrun (``WORLD_SIZE`` > 1) every process
+    calls this: it joins the process group (and leaves it at the end, unless the caller set it up); the
+    callbacks run on rank 0 only, and on the other ranks the result has no metrics.
     """
+    with distributed.process_group(device=cfg.train.device or "auto"):
+        return _train(cfg, data, resume, callbacks)
+
+
+def _train(
+    cfg: PipelineConfig, data: Dataset | None, resume: str | None, callbacks: list[Callback] | None
+) -> TrainResult:
+    main = distributed.is_main()
     if resume is not None:
-        cfg, data = _prepare_resume(resume, data)
+        # the run's config and data fingerprint live in MLflow, which only rank 0 reads
+        cfg_dict, expected = distributed.run_on_main(lambda: _resume_info(resume))
+        cfg = PipelineConfig.from_dict(cfg_dict)
+        data = data if data is not None else load_data(cfg)
+        _check_fingerprint(resume, data, expected)
     data = data if data is not None else load_data(cfg)
     tags = {TAG_TASK: data.task, TAG_FINGERPRINT: data.fingerprint, "embedkit.data_source": data.source}
-    with tracking.step_run(
-        "train", experiment=cfg.tracking.experiment, run_name="train", run_id=resume, tags=tags
-    ) as run_id:
-        run_dir = _run_dir(cfg, run_id, resume)
-        checkpoint = _find_checkpoint(run_id, run_dir) if resume is not None else None
+    with contextlib.ExitStack() as stack:
+
+        def start_run() -> tuple[str, str]:
+            rid = stack.enter_context(
+                tracking.step_run(
+                    "train", experiment=cfg.tracking.experiment, run_name="train", run_id=resume, tags=tags
+                )
+            )
+            return rid, str(_run_dir(cfg, rid, resume))
+
+        # rank 0 opens the MLflow run; every rank learns its id and local directory
+        run_id, run_path = distributed.run_on_main(start_run)
+        run_dir = Path(run_path)
+        checkpoint: Path | None = None
+        if resume is not None:
+            found = distributed.run_on_main(lambda: _find_checkpoint(run_id, run_dir))
+            # under DDP the trainer reads the file on rank 0 and hands its state to the other ranks
+            checkpoint = Path(found) if found is not None else None
         tcfg = train_config(cfg, run_dir / "checkpoints")
-        cbs = default_callbacks(cfg, run_id) + list(callbacks or [])
+        # progress, MLflow logging and the caller's callbacks: rank 0's business
+        cbs = (default_callbacks(cfg, run_id) + list(callbacks or [])) if main else []
         learn = Learner.from_frame(
             data.train,
             data.spec,
@@ -120,43 +155,49 @@ def train(
         )
         lr = None
         if checkpoint is None:
-            if resume is None:
+            if main and resume is None:
                 tracking.set_tags({TAG_RUN_DIR: str(run_dir)})
                 tracking.log_params(resolved_params(cfg, learn, data))
                 tracking.log_dict(cfg.to_dict(), CONFIG_ARTIFACT)
                 tracking.log_dict(data.describe(), "data.json")
-            else:
+            elif main:
                 log.warning(
                     "run %s stopped before its first checkpoint; training again from the start", run_id
                 )
             lr = _find_lr(cfg, learn, data)
-        else:
+        elif main:
             log.info("resuming run %s from %s", run_id, checkpoint)
         history = learn.fit(data.train, data.valid, lr=lr, resume_from=checkpoint)
-        metrics = {f"valid_{k}": v for k, v in learn.evaluate(data.valid).items()}
-        extra = {"epochs_run": len(history.epochs)}
-        if history.best_epoch is not None:
-            extra["best_epoch"] = history.best_epoch + 1
-        tracking.log_metrics({**metrics, **extra})
-        _save(cfg, learn, run_id, run_dir, metrics)
-        log.info("train run %s: %s", run_id, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        metrics: dict[str, float] = {}
+        if main:
+            metrics = {f"valid_{k}": v for k, v in learn.evaluate(data.valid).items()}
+            extra = {"epochs_run": len(history.epochs)}
+            if history.best_epoch is not None:
+                extra["best_epoch"] = history.best_epoch + 1
+            tracking.log_metrics({**metrics, **extra})
+            _save(cfg, learn, run_id, run_dir, metrics)
+            log.info("train run %s: %s", run_id, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return TrainResult(run_id, metrics, run_dir, len(history.epochs))
 
 
 def _find_lr(cfg: PipelineConfig, learn: Learner, data: Dataset) -> float:
     """The configured ``lr``, else the LR finder's suggestion. The sweep's plot and numbers are logged
-    either way (the finder is cheap and the plot tells whether the rate is sane)."""
+    either way (the finder is cheap and the plot tells whether the rate is sane). Under DDP every rank
+    calls this (rank 0 sweeps and hands out the result); rank 0 logs."""
     kwargs = cfg.train.lr_find.model_dump(exclude_none=True)
     # the sweep draws dropout masks from torch's global generator: seed it for reproducible runs
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(learn.train_config.seed)
         result = learn.lr_find(data.train, **kwargs)
-    tracking.log_figure(result.plot(), "plots/lr_finder.png")
-    tracking.log_dict(result.to_dict(), "lr_finder.json")
-    tracking.log_metrics({"lr_suggestion": result.suggestion})
     lr = cfg.train.lr if cfg.train.lr is not None else result.suggestion
-    tracking.log_params({"lr_used": lr})
-    log.info("learning rate %.3g (%s)", lr, "from the config" if cfg.train.lr is not None else "LR finder")
+    if distributed.is_main():
+        tracking.log_figure(result.plot(), "plots/lr_finder.png")
+        tracking.log_dict(result.to_dict(), "lr_finder.json")
+        tracking.log_metrics({"lr_suggestion": result.suggestion})
+        tracking.log_params({"lr_used": lr})
+        log.info(
+            "learning rate %.3g (%s)", lr, "from the config" if cfg.train.lr is not None else "LR finder"
+        )
     return lr
 
 
@@ -199,8 +240,8 @@ def _find_checkpoint(run_id: str, run_dir: Path) -> Path | None:
     return None
 
 
-def _prepare_resume(run_id: str, data: Dataset | None) -> tuple[PipelineConfig, Dataset]:
-    """The run's own config and data, checked: the run must be unfinished and its data unchanged."""
+def _resume_info(run_id: str) -> tuple[dict[str, Any], str | None]:
+    """The config of an unfinished train run and its data fingerprint (checked: a train run, not FINISHED)."""
     info = tracking.get_run(run_id)
     if info.tags.get(tracking.TAG_STEP) != "train":
         raise ConfigError(
@@ -210,18 +251,24 @@ def _prepare_resume(run_id: str, data: Dataset | None) -> tuple[PipelineConfig, 
     if info.status == "FINISHED":
         raise ConfigError(f"train run {run_id} already FINISHED; there is nothing to resume")
     path = tracking.download_artifacts(run_id, CONFIG_ARTIFACT)
-    cfg = PipelineConfig.from_dict(json.loads(path.read_text()))
-    data = data if data is not None else load_data(cfg)
-    expected = info.tags.get(TAG_FINGERPRINT)
+    return json.loads(path.read_text()), info.tags.get(TAG_FINGERPRINT)
+
+
+def _check_fingerprint(run_id: str, data: Dataset, expected: str | None) -> None:
     if expected and expected != data.fingerprint:
         raise ConfigError(
             f"the data of run {run_id} changed since it started (fingerprint {data.fingerprint}, "
             f"run has {expected}); start a new run instead of resuming"
         )
-    return cfg, data
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pipelines.train [--config FILE] [--set KEY=VALUE ...] [--resume RUN_ID] [--json]``: the
+    ``embedkit train`` command, and what each process that torchrun starts runs."""
+    from .cli import main as cli_main
+
+    return cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    from .cli import main
-
-    sys.exit(main(["train", *sys.argv[1:]]))
+    sys.exit(main())
