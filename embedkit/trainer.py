@@ -587,12 +587,13 @@ class Trainer:
                 self.config.decay_embeddings,
                 betas=(self.config.moms[0], 0.99),
             )
-            log.warning(
-                "the optimizer state in %s does not fit this run (written by %s process(es)); "
-                "continuing with fresh Adam moments",
-                path,
-                state.get("world_size", 1),
-            )
+            if self._rank == 0:
+                log.warning(
+                    "the optimizer state in %s does not fit this run (written by %s process(es)); "
+                    "continuing with fresh Adam moments",
+                    path,
+                    state.get("world_size", 1),
+                )
         self._make_schedule()
         self.history = History.from_dict(state["history"])
         self._best_state = state.get("best_state")
