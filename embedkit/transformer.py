@@ -27,7 +27,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import validate_data
 
 from .exceptions import DataError, NotFittedError
-from .preprocessing import UNKNOWN
+from .preprocessing import N_RESERVED, UNKNOWN
 from .tables import EmbeddingTable, EmbeddingTables, load_tables
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,42 @@ def _resolve_tables(tables: Any) -> EmbeddingTables:
         f"tables must be a path to an embedding tables directory or an EmbeddingTables, "
         f"got {type(tables).__name__}"
     )
+
+
+def align_table(src: EmbeddingTable, dst: EmbeddingTable, ridge: float = 1e-3) -> EmbeddingTable:
+    """``src`` (a net's table of a column) mapped into the coordinates of ``dst`` (another net's table
+    of the same column) by an affine map fitted by weighted least squares.
+
+    The map is fitted on the categories in both vocabularies and the two reserved rows, each weighted
+    by how often it occurred in ``src``'s training data (the reserved rows by the median count), with a
+    small ridge penalty (``ridge`` times the mean diagonal of the normal matrix); then each dimension is
+    rescaled to ``dst``'s weighted mean and spread over the same rows (least squares shrinks towards the
+    mean where ``src`` predicts ``dst`` poorly). Returns a table with ``src``'s vocabulary and
+    ``dst.dim`` columns.
+    """
+    dst_codes = dst.encode(pd.Series(src.vocab.index))
+    shared = np.flatnonzero(dst_codes >= N_RESERVED)
+    src_rows = np.r_[0, 1, shared + N_RESERVED]
+    dst_rows = np.r_[0, 1, dst_codes[shared]]
+    counts = np.asarray(src.vocab.counts, dtype=np.float64)
+    reserved_w = float(np.median(counts)) if len(counts) else 1.0
+    w = np.r_[reserved_w, reserved_w, counts[shared]]
+    a = np.c_[src.weights.astype(np.float64), np.ones(src.n_codes)]
+    a_fit, d_fit = a[src_rows], dst.weights[dst_rows].astype(np.float64)
+    normal = a_fit.T @ (a_fit * w[:, None])
+    normal += ridge * np.trace(normal) / len(normal) * np.eye(len(normal))
+    m = np.linalg.solve(normal, a_fit.T @ (d_fit * w[:, None]))
+    mapped = a @ m
+    # Least squares shrinks towards the mean where src predicts dst poorly (a net trained on less
+    # data): give each dimension dst's weighted spread back, so that a downstream model meets the
+    # same distribution in training (mapped vectors) as at predict time (dst's vectors).
+    w = w / w.sum()
+    fitted = mapped[src_rows]
+    mu_f, mu_d = w @ fitted, w @ d_fit
+    sd_f = np.sqrt(w @ (fitted - mu_f) ** 2)
+    sd_d = np.sqrt(w @ (d_fit - mu_d) ** 2)
+    scale = np.divide(sd_d, sd_f, out=np.ones_like(sd_d), where=sd_f > 1e-12 * (1 + sd_d))
+    return EmbeddingTable(src.vocab, ((mapped - mu_f) * scale + mu_d).astype(np.float32))
 
 
 class EmbeddingTransformer(TransformerMixin, BaseEstimator):
@@ -83,7 +119,12 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     fitted on them overfits (as with target encoding). Pass ``cv=k``: ``fit_transform`` (which
     ``Pipeline.fit`` calls) then trains ``k`` extra nets on folds and transforms each fold with the net
     that did not see it, while the fitted tables (used by later ``transform`` calls) come from a net
-    trained on all rows. ``fit(X, y).transform(X)`` still gives the in-sample vectors.
+    trained on all rows. ``fit(X, y).transform(X)`` still gives the in-sample vectors. Two nets trained
+    apart embed the same categories in different coordinates (any invertible linear map of a table can
+    be undone by the next layer), so each fold's tables are first mapped onto the full net's by a
+    count-weighted least-squares affine fit over the categories both know, with each dimension's spread
+    matched to the full table's (:func:`align_table`): the
+    downstream model then learns on out-of-fold vectors in the coordinates it meets at predict time.
 
     Parameters
     ----------
@@ -436,7 +477,8 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
                     f"cross-fitting fold {k}: the net trained on the fold has no table, or a table of "
                     f"another width, for {lacking}; set the embedding widths explicitly in net_params"
                 )
-            out[test_idx] = self._transform_frame(frame.iloc[test_idx], fold_tables, fold_unknown)
+            aligned = {c: align_table(fold_tables[c], self.tables_[c]) for c in self.columns_}
+            out[test_idx] = self._transform_frame(frame.iloc[test_idx], aligned, fold_unknown)
         return out
 
     # ---- transforming --------------------------------------------------------------------------
