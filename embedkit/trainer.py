@@ -223,9 +223,7 @@ class Trainer:
         if peak is None:
             raise ValueError("no learning rate: set TrainConfig.lr or run lr_find() and pass its suggestion")
         self.lr_max = float(peak)
-        self.optimizer = configure_optimizer(
-            self.model, self.lr_max, cfg.weight_decay, cfg.decay_embeddings, betas=(cfg.moms[0], 0.99)
-        )
+        self.optimizer = self._new_optimizer()
         self._make_schedule()
         start_epoch = 0
         if resume_from is not None:
@@ -271,6 +269,13 @@ class Trainer:
         return self.history
 
     # ---- one epoch -----------------------------------------------------------------------------
+    def _new_optimizer(self) -> GroupedOptimizer:
+        """AdamW over the net's parameter groups at ``lr_max`` (beta1 follows the one-cycle momentum)."""
+        cfg = self.config
+        return configure_optimizer(
+            self.model, self.lr_max, cfg.weight_decay, cfg.decay_embeddings, betas=(cfg.moms[0], 0.99)
+        )
+
     def _make_schedule(self) -> None:
         cfg = self.config
         self.schedule = OneCycle(
@@ -567,26 +572,14 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.batch_size = int(state["batch_size"])
         self.lr_max = float(state["lr_max"])
-        self.optimizer = configure_optimizer(
-            self.model,
-            self.lr_max,
-            self.config.weight_decay,
-            self.config.decay_embeddings,
-            betas=(self.config.moms[0], 0.99),
-        )
+        self.optimizer = self._new_optimizer()
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError:
             # a checkpoint written under DDP (dense embedding gradients, one optimizer) resumed by one
             # process (sparse ones, two optimizers), or the other way round: the weights, the schedule's
             # position and the history carry over; Adam's moment estimates start again
-            self.optimizer = configure_optimizer(
-                self.model,
-                self.lr_max,
-                self.config.weight_decay,
-                self.config.decay_embeddings,
-                betas=(self.config.moms[0], 0.99),
-            )
+            self.optimizer = self._new_optimizer()
             if self._rank == 0:
                 log.warning(
                     "the optimizer state in %s does not fit this run (written by %s process(es)); "

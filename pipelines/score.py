@@ -345,6 +345,20 @@ def _columns(value: str) -> list[str]:
     return [c.strip() for c in value.split(",") if c.strip()]
 
 
+def add_output_arguments(p: argparse.ArgumentParser) -> None:
+    """What goes into the output besides the predictions (shared with the Spark job)."""
+    emb = p.add_mutually_exclusive_group()
+    emb.add_argument("--embeddings", type=_columns, metavar="COL[,COL]", help="add {col}__emb_{i} columns")
+    emb.add_argument(
+        "--with-embeddings", action="store_true", help="add the columns of every embedded column"
+    )
+    p.add_argument(
+        "--keep", type=_columns, default=[], metavar="COL[,COL]", help="input columns to pass through (ids)"
+    )
+    p.add_argument("--proba", action="store_true", help="add proba_<class> columns (classifiers)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="embedkit score",
@@ -358,16 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--chunk-rows", type=int, default=DEFAULT_CHUNK_ROWS, help=f"rows per chunk ({DEFAULT_CHUNK_ROWS})"
     )
-    emb = p.add_mutually_exclusive_group()
-    emb.add_argument("--embeddings", type=_columns, metavar="COL[,COL]", help="add {col}__emb_{i} columns")
-    emb.add_argument(
-        "--with-embeddings", action="store_true", help="add the columns of every embedded column"
-    )
-    p.add_argument(
-        "--keep", type=_columns, default=[], metavar="COL[,COL]", help="input columns to pass through (ids)"
-    )
-    p.add_argument("--proba", action="store_true", help="add proba_<class> columns (classifiers)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    add_output_arguments(p)
     p.add_argument(
         "--threads",
         type=int,

@@ -39,6 +39,7 @@ from embedkit.serving import Servable, load_servable
 # absolute imports: spark-submit runs this file as a script, outside its package
 from pipelines.score import (
     ScoreOptions,
+    add_output_arguments,
     check_input_columns,
     needed_columns,
     output_schema,
@@ -242,10 +243,6 @@ def embedding_join_sql(source: str, views: Iterable[EmbeddingView]) -> str:
 
 
 # ---- the command -----------------------------------------------------------------------------------
-def _columns(value: str) -> list[str]:
-    return [c.strip() for c in value.split(",") if c.strip()]
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="score_spark",
@@ -255,16 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", required=True, help="Parquet input (any path Spark reads)")
     p.add_argument("--output", required=True, help="Parquet output directory (any path Spark writes)")
     p.add_argument("--engine", choices=ENGINES, default="arrow", help="arrow (default) or mlflow's spark_udf")
-    emb = p.add_mutually_exclusive_group()
-    emb.add_argument("--embeddings", type=_columns, metavar="COL[,COL]", help="add {col}__emb_{i} columns")
-    emb.add_argument(
-        "--with-embeddings", action="store_true", help="add the columns of every embedded column"
-    )
-    p.add_argument(
-        "--keep", type=_columns, default=[], metavar="COL[,COL]", help="input columns to pass through"
-    )
-    p.add_argument("--proba", action="store_true", help="add proba_<class> columns (classifiers)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    add_output_arguments(p)
     p.add_argument("--master", help="Spark master when not run by spark-submit, e.g. local[2]")
     return p
 
