@@ -9,10 +9,11 @@ to the caller: do it on rank 0 only (``if distributed.is_main(): learn.save(...)
 
 Example
 -------
->>> from embedkit import Learner, TrainConfig
 >>> from embedkit.datasets import flights
+>>> from embedkit.learner import Learner
+>>> from embedkit.trainer import TrainConfig
 >>> ex = flights(n_rows=3000)
->>> learn = Learner.from_frame(ex.train, ex.spec, train_config=TrainConfig(epochs=1))
+>>> learn = Learner.from_frame(ex.train, ex.spec, train_config=TrainConfig(epochs=1, lr=1e-2))
 >>> history = learn.fit(ex.train, ex.valid)
 >>> sorted(learn.evaluate(ex.valid))
 ['accuracy', 'auc', 'log_loss']

@@ -106,3 +106,12 @@ def test_unseen_category_at_predict_time_uses_the_unknown_vector():
     a = learn.predict(row.assign(cat=pd.Series(["never-seen"], dtype="str")))
     b = learn.predict(row.assign(cat=pd.Series(["also-new"], dtype="str")))
     assert np.isfinite(a).all() and a == pytest.approx(b)
+
+
+def test_module_docstring_example_runs():
+    import doctest
+
+    import embedkit.learner
+
+    result = doctest.testmod(embedkit.learner, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
