@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+
+# py4j (pyspark's bridge to the JVM) logs at INFO from finalizers while the interpreter shuts down,
+# after pytest has closed its capture streams: "--- Logging error --- ... I/O operation on closed file"
+logging.getLogger("py4j").setLevel(logging.WARNING)
 
 
 @pytest.fixture
