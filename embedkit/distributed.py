@@ -21,6 +21,7 @@ Example (one process, so nothing is distributed)
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -145,9 +146,18 @@ def process_group(device: str | torch.device = "auto", backend: str | None = Non
     init(device, backend)
     try:
         yield
-    finally:
+    except BaseException:
         if owned:
             destroy()
+        raise
+    if owned:
+        # leave together: a rank that tears down its group (and exits) while rank 0 is still saving
+        # has been seen to abort in gloo's teardown ("terminate called without an active exception"),
+        # and torchrun then kills rank 0 mid-save. Objects still holding the group (a DDP reducer kept
+        # alive by reference cycles) are collected first, while the group still exists.
+        gc.collect()
+        barrier()
+        destroy()
 
 
 # ---- collectives (all no-ops for a single process) -------------------------------------------------
