@@ -36,11 +36,6 @@ import pytest
 
 from embedkit import datasets
 
-# OpenMP threads that wait for a barrier spin by default; on shared cores that spin starves the thread
-# being waited for (LightGBM's fit in the README example: 80 s instead of 7 on 2 busy cores). Passive
-# waiting changes no result. Read when an OpenMP runtime starts, so it only helps if none has yet.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
