@@ -217,6 +217,7 @@ def train_net(train: pd.DataFrame, valid: pd.DataFrame, args: argparse.Namespace
     fit_s = time.perf_counter() - t0
     p = learn.predict_proba(valid)[:, 1]
     epochs = learn.history.epochs
+    tables = learn.embedding_tables()
     net = {
         **scores(valid[FLIGHTS_TARGET].to_numpy(), p),
         "fit_s": fit_s,
@@ -224,7 +225,7 @@ def train_net(train: pd.DataFrame, valid: pd.DataFrame, args: argparse.Namespace
         "lr": learn.trainer.lr_max,
         "best_epoch": learn.history.best_epoch,
         "epochs": [{k: v for k, v in e.items() if isinstance(v, int | float)} for e in epochs],
-        "emb_dims": {c: learn.embedding_tables()[c].dim for c in CAT},
+        "emb_dims": {c: tables[c].dim for c in CAT},
     }
     return net
 
