@@ -42,6 +42,7 @@ class _TabularNetBase(BaseEstimator):
         dropout: float = 0.01,
         emb_dropout: float = 0.04,
         emb_dims: dict[str, int] | None = None,
+        emb_init_std: float = 0.01,
         epochs: int = 5,
         batch_size: int = 1024,
         lr: float | None = None,
@@ -58,6 +59,7 @@ class _TabularNetBase(BaseEstimator):
         self.dropout = dropout
         self.emb_dropout = emb_dropout
         self.emb_dims = emb_dims
+        self.emb_init_std = emb_init_std
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -97,6 +99,7 @@ class _TabularNetBase(BaseEstimator):
             dropout=self.dropout,
             emb_dropout=self.emb_dropout,
             emb_dims=dict(self.emb_dims or {}),
+            emb_init_std=self.emb_init_std,
         )
         cfg = TrainConfig(
             epochs=self.epochs,

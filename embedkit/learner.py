@@ -36,7 +36,7 @@ from .data import TargetInfo, TensorData, check_weights
 from .exceptions import DataError
 from .lr_finder import LRFinderResult, lr_find
 from .metrics import task_metrics
-from .model import NetConfig, TabularNet
+from .model import NetConfig, TabularNet, value_keyed_init
 from .predictor import Predictor
 from .preprocessing import Preprocessor
 from .spec import FeatureSpec
@@ -100,6 +100,8 @@ class Learner:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # the initial weights depend on the seed only
             model = TabularNet(pre.cat_names_, pre.cardinalities, len(pre.cont_names_), cfg)
+        if cfg.emb_init_seed is not None:
+            _init_by_value(model, pre, cfg.emb_init_seed, cfg.emb_init_std)
         return cls(pre, target, model, train_config, callbacks)
 
     # ---- data ----------------------------------------------------------------------------------
@@ -242,6 +244,16 @@ def _require_target(df: pd.DataFrame, target: str) -> None:
             f"target column {target!r} is not in the data; columns are {list(df.columns)[:20]}. "
             "Name the right column in FeatureSpec(target=...)"
         )
+
+
+def _init_by_value(model: TabularNet, pre: Any, seed: int, std: float) -> None:
+    """Set every embedding row to its value-keyed initial vector (``NetConfig.emb_init_seed``); the two
+    reserved rows are keyed by their names, which no value's key can equal (values are prefixed)."""
+    for name, emb in zip(pre.cat_names_, model.embeds, strict=True):
+        keys = ["\x00missing", "\x00unknown", *(f"v:{v}" for v in pre.vocabs_[name].index)]
+        w = value_keyed_init(keys, name, emb.embedding_dim, seed, std)
+        with torch.no_grad():
+            emb.weight.copy_(torch.from_numpy(w))
 
 
 def fit_tables(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +38,15 @@ class NetConfig:
     # the overfitting of such columns is better met by the learning rate and ``restore_best``
     emb_dropout: float = 0.04
     emb_dims: dict[str, int] = field(default_factory=dict)  # per-column width overrides
+    # std of the embeddings' truncated-normal init (cut at 2 std). fast.ai's 0.01 starts every category
+    # near the origin, so a rare category's vector stays close to every other rare one's; 1.0 keeps a
+    # distinct random component per category, which trees fed the tables can split on (see
+    # bench/paper_table.py) and which the net's weight decay and training shrink where the data disagree
+    emb_init_std: float = 0.01
+    # None: torch's generator (seeded by TrainConfig.seed) draws the initial vectors. An int: each
+    # category's initial vector is a function of (this seed, column, value) alone, so nets trained on
+    # different rows (cross-fitting's fold nets) start every category they share at the same point
+    emb_init_seed: int | None = None
     use_bn: bool = True  # BatchNorm after each hidden ReLU
     bn_cont: bool = True  # BatchNorm on the continuous inputs
     y_range: tuple[float, float] | None = None  # regression: squash outputs into (lo, hi) by a sigmoid
@@ -44,6 +55,10 @@ class NetConfig:
     def __post_init__(self) -> None:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.emb_init_seed is not None:
+            self.emb_init_seed = int(self.emb_init_seed)
+        if not self.emb_init_std > 0:
+            raise ValueError(f"emb_init_std must be > 0, got {self.emb_init_std!r}")
         if self.y_range is not None:
             self.y_range = (float(self.y_range[0]), float(self.y_range[1]))
 
@@ -73,6 +88,40 @@ class NetConfig:
         if d.get("y_range"):
             d["y_range"] = tuple(d["y_range"])
         return cls(**d)
+
+
+_SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijective mix of uint64s (neighbouring inputs give unrelated outputs)."""
+    x = x.copy()
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    return x
+
+
+def value_keyed_init(keys: Sequence[str], column: str, dim: int, seed: int, std: float) -> np.ndarray:
+    """Initial embedding vectors keyed by value: row ``i`` depends only on ``(seed, column, keys[i])``.
+
+    Each entry is drawn from a normal distribution with standard deviation ``std`` truncated at 2 std
+    (by inverting the CDF on a uniform from a SplitMix64 hash), so the result has the distribution of
+    ``TabularNet``'s default init while two vocabularies that share a value give it the same vector.
+    Returns float32 of shape ``(len(keys), dim)``.
+    """
+    from pandas.util import hash_array
+    from scipy.special import ndtr, ndtri
+
+    h = hash_array(np.asarray([f"{seed}\x1f{column}\x1f{k}" for k in keys], dtype=object), categorize=False)
+    with np.errstate(over="ignore"):
+        x = h[:, None] + _SPLITMIX_GAMMA * np.arange(1, dim + 1, dtype=np.uint64)[None, :]
+    u = (_splitmix64(x) >> np.uint64(11)).astype(np.float64) * 2.0**-53  # uniform in [0, 1)
+    lo, hi = ndtr(-2.0), ndtr(2.0)
+    return (ndtri(lo + (u + 2.0**-54) * (hi - lo)) * std).astype(np.float32)
 
 
 class Dropout(nn.Dropout):
@@ -120,9 +169,10 @@ class TabularNet(nn.Module):
             for n, d in zip(cardinalities, self.emb_dims, strict=True)
         )
         for e in self.embeds:
-            # fast.ai's truncated-normal init, std 0.01: starts every category near the origin.
+            # truncated normal (fast.ai's init at the default std 0.01: every category near the origin)
+            std = config.emb_init_std
             with torch.no_grad():
-                nn.init.trunc_normal_(e.weight, std=0.01, a=-0.02, b=0.02)  # type: ignore
+                nn.init.trunc_normal_(e.weight, std=std, a=-2 * std, b=2 * std)  # type: ignore
         self.emb_drop = Dropout(config.emb_dropout)
         self.bn_cont = nn.BatchNorm1d(n_cont) if (config.bn_cont and n_cont) else None
         n_in = sum(self.emb_dims) + n_cont

@@ -125,6 +125,10 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
     count-weighted least-squares affine fit over the categories both know, with each dimension's spread
     matched to the full table's (:func:`align_table`): the
     downstream model then learns on out-of-fold vectors in the coordinates it meets at predict time.
+    All these nets start each category at the same vector (``NetConfig.emb_init_seed``, derived from
+    ``random_state`` unless ``net_params`` sets it), so whatever of the initial vector survives
+    training (with ``emb_init_std=1.0``, a distinct random part per category) is the same in the
+    out-of-fold vectors and in the full table.
 
     Parameters
     ----------
@@ -339,12 +343,22 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
                     "no tables given, so fit trains a net on X and y: pass y (the target), "
                     "or pass tables=<directory or EmbeddingTables> to use trained tables"
                 )
-            tables = self._train(frame, y, sample_weight, self.random_state, self._columns_param())
+            self._init_seed_ = self._shared_init_seed()
+            tables = self._train(
+                frame, y, sample_weight, self.random_state, self._columns_param(), self._init_seed_
+            )
         else:
             tables = _resolve_tables(self.tables)
         self._set_columns(frame, tables, trained)
         self.tables_ = tables
         return frame
+
+    def _shared_init_seed(self) -> dict[str, Any]:
+        """With ``cv``: the value-keyed init seed shared by the full net and the fold nets."""
+        if self.cv is None or "emb_init_seed" in (self.net_params or {}):
+            return {}
+        rs = check_random_state(self.random_state)
+        return {"emb_init_seed": int(rs.randint(np.iinfo(np.int32).max))}
 
     def _columns_param(self) -> list[str] | None:
         if self.columns is None:
@@ -469,7 +483,10 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
                 None if sw is None else sw[train_idx],
                 seed,
                 list(self.columns_),
-                extra={"emb_dims": {**dict((self.net_params or {}).get("emb_dims") or {}), **dims}},
+                extra={
+                    "emb_dims": {**dict((self.net_params or {}).get("emb_dims") or {}), **dims},
+                    **self._init_seed_,
+                },
             )
             lacking = [c for c in self.columns_ if c not in fold_tables or fold_tables[c].dim != dims[c]]
             if lacking:

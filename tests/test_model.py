@@ -1,7 +1,9 @@
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from embedkit.model import NetConfig, TabularNet, default_emb_dim, loss_fn, to_prediction
+from embedkit.model import NetConfig, TabularNet, default_emb_dim, loss_fn, to_prediction, value_keyed_init
 from embedkit.optim import configure_optimizer, param_groups
 
 
@@ -86,3 +88,56 @@ def test_sparse_embedding_update_touches_only_batch_rows():
     opt.step()
     changed = (net.embeds[1].weight.detach() != before).any(dim=1).nonzero().flatten().tolist()
     assert changed == [3, 7]
+
+
+def test_embedding_init_std_sets_the_spread_and_is_validated():
+    for std in (0.01, 1.0):
+        w = torch.cat([e.weight.detach().flatten() for e in _net(emb_init_std=std).embeds])
+        assert w.abs().max() <= 2 * std + 1e-7  # truncated at 2 std
+        # a normal truncated at 2 std has std 0.880 of the untruncated one
+        assert float(w.std()) == pytest.approx(0.880 * std, rel=0.05)
+    with pytest.raises(ValueError, match="emb_init_std must be > 0"):
+        NetConfig(emb_init_std=0.0)
+
+
+def test_value_keyed_init_depends_on_the_value_not_its_position():
+    a = value_keyed_init(["x", "y", "z"], "col", 8, seed=3, std=1.0)
+    b = value_keyed_init(["z", "q", "x"], "col", 8, seed=3, std=1.0)
+    np.testing.assert_array_equal(a[0], b[2])
+    np.testing.assert_array_equal(a[2], b[0])
+    assert not np.allclose(a[1], b[1])
+    # another seed or another column gives other vectors; a narrower table gets the leading entries
+    assert not np.allclose(value_keyed_init(["x"], "col", 8, seed=4, std=1.0), a[:1])
+    assert not np.allclose(value_keyed_init(["x"], "other", 8, seed=3, std=1.0), a[:1])
+    np.testing.assert_array_equal(value_keyed_init(["x"], "col", 3, seed=3, std=1.0), a[:1, :3])
+    big = value_keyed_init([str(i) for i in range(5000)], "col", 16, seed=0, std=0.5)
+    assert big.dtype == np.float32 and np.abs(big).max() <= 1.0
+    assert abs(float(big.mean())) < 0.01 and float(big.std()) == pytest.approx(0.880 * 0.5, rel=0.02)
+
+
+def test_learners_with_one_init_seed_start_shared_categories_at_the_same_vector():
+    from embedkit.learner import Learner
+    from embedkit.spec import FeatureSpec
+
+    spec = FeatureSpec(target="y", categorical=["c"], continuous=["v"], dates=[])
+    one = pd.DataFrame({"c": ["a", "b", "c", "d"], "v": [0.0, 1.0, 2.0, 3.0], "y": [0, 1, 0, 1]})
+    two = pd.DataFrame({"c": ["d", "e", "a"], "v": [1.0, 2.0, 3.0], "y": [1, 0, 1]})
+
+    def initial(frame, **kw):
+        cfg = NetConfig(emb_dims={"c": 4}, emb_init_std=1.0, **kw)
+        learn = Learner.from_frame(frame, spec, net_config=cfg)
+        table = learn.embedding_tables()["c"]
+        return table, dict(zip(table.vocab.index, table.weights[2:], strict=True))
+
+    t1, v1 = initial(one, emb_init_seed=7)
+    t2, v2 = initial(two, emb_init_seed=7)
+    for value in ("a", "d"):
+        np.testing.assert_array_equal(v1[value], v2[value])
+    np.testing.assert_array_equal(t1.weights[:2], t2.weights[:2])  # missing and unknown rows
+    assert not np.allclose(v1["a"], v1["d"])
+    _, v3 = initial(two, emb_init_seed=8)
+    assert not np.allclose(v2["a"], v3["a"])
+    # without a seed the torch generator draws them: the shared value gets different vectors
+    _, u1 = initial(one)
+    _, u2 = initial(two)
+    assert not np.allclose(u1["a"], u2["a"])

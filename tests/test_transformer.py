@@ -561,6 +561,9 @@ def test_cross_fit_transforms_each_row_with_a_net_that_did_not_see_it(fake_learn
     assert len(fake_learner) == 4  # the full net, then one per fold
     full, folds = fake_learner[0], fake_learner[1:]
     assert len(full["index"]) == 90
+    # every net starts each category at the same vector: one value-keyed init seed for all of them
+    assert isinstance(full["kw"]["emb_init_seed"], int)
+    assert {c["kw"]["emb_init_seed"] for c in fake_learner} == {full["kw"]["emb_init_seed"]}
     seen = np.concatenate([np.setdiff1d(np.arange(90), f["index"]) for f in folds])
     assert sorted(seen.tolist()) == list(range(90))  # every row transformed by exactly one fold net
     for f in folds:
@@ -580,6 +583,13 @@ def test_cross_fit_transforms_each_row_with_a_net_that_did_not_see_it(fake_learn
     in_sample = et.transform(df)
     assert out.shape == in_sample.shape and not np.allclose(out[:, :2], in_sample[:, :2])
     np.testing.assert_array_equal(out[:, 2:], df[["flag", "price"]].to_numpy(dtype=np.float32))
+
+
+def test_cross_fit_keeps_an_init_seed_given_in_net_params(fake_learner):
+    df = make_frame(n=60)
+    y = (df["price"] > 0).astype(int).to_numpy()
+    EmbeddingTransformer(cv=2, random_state=0, net_params={"emb_init_seed": 11}).fit_transform(df, y)
+    assert [c["kw"]["emb_init_seed"] for c in fake_learner] == [11, 11, 11]
 
 
 def test_cross_fit_is_used_by_pipeline_fit(fake_learner):
