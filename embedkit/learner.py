@@ -247,11 +247,9 @@ def _require_target(df: pd.DataFrame, target: str) -> None:
 
 
 def _init_by_value(model: TabularNet, pre: Any, seed: int, std: float) -> None:
-    """Set every embedding row to its value-keyed initial vector (``NetConfig.emb_init_seed``); the two
-    reserved rows are keyed by their names, which no value's key can equal (values are prefixed)."""
+    """Set every embedding row to its value-keyed initial vector (``NetConfig.emb_init_seed``)."""
     for name, emb in zip(pre.cat_names_, model.embeds, strict=True):
-        keys = ["\x00missing", "\x00unknown", *(f"v:{v}" for v in pre.vocabs_[name].index)]
-        w = value_keyed_init(keys, name, emb.embedding_dim, seed, std)
+        w = value_keyed_init(list(pre.vocabs_[name].index), name, emb.embedding_dim, seed, std)
         with torch.no_grad():
             emb.weight.copy_(torch.from_numpy(w))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -41,7 +42,9 @@ class NetConfig:
     # std of the embeddings' truncated-normal init (cut at 2 std). fast.ai's 0.01 starts every category
     # near the origin, so a rare category's vector stays close to every other rare one's; 1.0 keeps a
     # distinct random component per category, which trees fed the tables can split on (see
-    # bench/paper_table.py) and which the net's weight decay and training shrink where the data disagree
+    # bench/paper_table.py). Training moves a vector only as far as its rows' gradients take it, and
+    # embeddings get no weight decay unless TrainConfig.decay_embeddings, so a rare category keeps most
+    # of its random start
     emb_init_std: float = 0.01
     # None: torch's generator (seeded by TrainConfig.seed) draws the initial vectors. An int: each
     # category's initial vector is a function of (this seed, column, value) alone, so nets trained on
@@ -56,9 +59,11 @@ class NetConfig:
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
         if self.emb_init_seed is not None:
+            if isinstance(self.emb_init_seed, bool) or int(self.emb_init_seed) != self.emb_init_seed:
+                raise ValueError(f"emb_init_seed must be an integer or None, got {self.emb_init_seed!r}")
             self.emb_init_seed = int(self.emb_init_seed)
-        if not self.emb_init_std > 0:
-            raise ValueError(f"emb_init_std must be > 0, got {self.emb_init_std!r}")
+        if not (math.isfinite(self.emb_init_std) and self.emb_init_std > 0):
+            raise ValueError(f"emb_init_std must be a finite number > 0, got {self.emb_init_std!r}")
         if self.y_range is not None:
             self.y_range = (float(self.y_range[0]), float(self.y_range[1]))
 
@@ -105,23 +110,43 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def value_keyed_init(keys: Sequence[str], column: str, dim: int, seed: int, std: float) -> np.ndarray:
-    """Initial embedding vectors keyed by value: row ``i`` depends only on ``(seed, column, keys[i])``.
+_HASH_KEY = "embedkit-init-v1"  # 16 bytes: pandas' hash_array key (fixed, so vectors never change)
+_BLOCK = 1 << 20  # entries drawn per block (bounds the uint64/float64 temporaries to ~8 MB each)
 
-    Each entry is drawn from a normal distribution with standard deviation ``std`` truncated at 2 std
-    (by inverting the CDF on a uniform from a SplitMix64 hash), so the result has the distribution of
-    ``TabularNet``'s default init while two vocabularies that share a value give it the same vector.
-    Returns float32 of shape ``(len(keys), dim)``.
+
+def value_keyed_init(values: Sequence[Any], column: str, dim: int, seed: int, std: float) -> np.ndarray:
+    """Initial rows of an embedding table, keyed by value (what ``NetConfig.emb_init_seed`` uses).
+
+    Returns float32 of shape ``(2 + len(values), dim)``: the missing row, the unknown row, then one row
+    per value, in order. Each row depends only on ``(seed, column, value)`` (the value through
+    ``str``), so two vocabularies that share a value give it the same vector, wherever it sits. Entries
+    follow a normal distribution with standard deviation ``std`` truncated at 2 std, like
+    ``TabularNet``'s default init: a SplitMix64 hash of the key and the entry's index gives a uniform,
+    which the inverse normal CDF maps into ``[-2 std, 2 std]``. Column ``j`` does not depend on ``dim``,
+    so a narrower table gets the leading columns of a wider one.
     """
     from pandas.util import hash_array
     from scipy.special import ndtr, ndtri
 
-    h = hash_array(np.asarray([f"{seed}\x1f{column}\x1f{k}" for k in keys], dtype=object), categorize=False)
-    with np.errstate(over="ignore"):
-        x = h[:, None] + _SPLITMIX_GAMMA * np.arange(1, dim + 1, dtype=np.uint64)[None, :]
-    u = (_splitmix64(x) >> np.uint64(11)).astype(np.float64) * 2.0**-53  # uniform in [0, 1)
+    if not (np.isfinite(std) and std > 0):
+        raise ValueError(f"std must be a finite number > 0, got {std!r}")
+
+    def key(v: Any) -> str:  # lone surrogates cannot be UTF-8 encoded by the hash: escape them
+        return f"{seed}\x1f{column}\x1fv:{v}".encode("utf-8", "backslashreplace").decode("utf-8")
+
+    keys = [f"{seed}\x1f{column}\x1f\x00missing", f"{seed}\x1f{column}\x1f\x00unknown", *map(key, values)]
+    h = hash_array(np.asarray(keys, dtype=object), hash_key=_HASH_KEY, categorize=False)
+    out = np.empty((len(keys), dim), dtype=np.float32)
+    steps = _SPLITMIX_GAMMA * np.arange(1, dim + 1, dtype=np.uint64)
     lo, hi = ndtr(-2.0), ndtr(2.0)
-    return (ndtri(lo + (u + 2.0**-54) * (hi - lo)) * std).astype(np.float32)
+    rows = max(1, _BLOCK // max(dim, 1))
+    for start in range(0, len(keys), rows):
+        with np.errstate(over="ignore"):
+            x = h[start : start + rows, None] + steps[None, :]
+        u = (_splitmix64(x) >> np.uint64(11)).astype(np.float64) * 2.0**-53  # uniform in [0, 1)
+        z = ndtri(lo + (u + 2.0**-54) * (hi - lo))
+        out[start : start + rows] = np.clip(z, -2.0, 2.0) * std
+    return out
 
 
 class Dropout(nn.Dropout):

@@ -360,7 +360,11 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         """With ``cv``: the value-keyed init seed shared by the full net and the fold nets."""
         if self.cv is None or "emb_init_seed" in (self.net_params or {}):
             return {}
-        rs = check_random_state(self.random_state)
+        # None: a fixed seed, as fit_tables uses for random_state=None, so the nets' init does not
+        # change from fit to fit (the folds do: None shuffles them anew, scikit-learn's convention).
+        # The second draw of the stream, so that it differs from the fold split's seed (the first)
+        rs = check_random_state(0 if self.random_state is None else self.random_state)
+        rs.randint(np.iinfo(np.int32).max)
         return {"emb_init_seed": int(rs.randint(np.iinfo(np.int32).max))}
 
     def _columns_param(self) -> list[str] | None:

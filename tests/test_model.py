@@ -96,23 +96,40 @@ def test_embedding_init_std_sets_the_spread_and_is_validated():
         assert w.abs().max() <= 2 * std + 1e-7  # truncated at 2 std
         # a normal truncated at 2 std has std 0.880 of the untruncated one
         assert float(w.std()) == pytest.approx(0.880 * std, rel=0.05)
-    with pytest.raises(ValueError, match="emb_init_std must be > 0"):
-        NetConfig(emb_init_std=0.0)
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="emb_init_std must be a finite number > 0"):
+            NetConfig(emb_init_std=bad)
+    with pytest.raises(ValueError, match="emb_init_seed must be an integer or None"):
+        NetConfig(emb_init_seed=3.9)
+    assert NetConfig(emb_init_seed=np.int64(3)).emb_init_seed == 3
+
+
+# value_keyed_init(["x"], "col", 2, seed=3, std=1.0)[2] when the function was written: the vectors are
+# part of what a seed means, so a change to the hash or the key format must show here
+PINNED_X = [1.65200936794281, 1.7999835014343262]
 
 
 def test_value_keyed_init_depends_on_the_value_not_its_position():
     a = value_keyed_init(["x", "y", "z"], "col", 8, seed=3, std=1.0)
     b = value_keyed_init(["z", "q", "x"], "col", 8, seed=3, std=1.0)
-    np.testing.assert_array_equal(a[0], b[2])
-    np.testing.assert_array_equal(a[2], b[0])
-    assert not np.allclose(a[1], b[1])
+    assert a.shape == (5, 8)  # the missing and unknown rows, then one row per value
+    np.testing.assert_array_equal(a[:2], b[:2])
+    np.testing.assert_array_equal(a[2], b[4])
+    np.testing.assert_array_equal(a[4], b[2])
+    assert not np.allclose(a[3], b[3])
     # another seed or another column gives other vectors; a narrower table gets the leading entries
-    assert not np.allclose(value_keyed_init(["x"], "col", 8, seed=4, std=1.0), a[:1])
-    assert not np.allclose(value_keyed_init(["x"], "other", 8, seed=3, std=1.0), a[:1])
-    np.testing.assert_array_equal(value_keyed_init(["x"], "col", 3, seed=3, std=1.0), a[:1, :3])
+    assert not np.allclose(value_keyed_init(["x"], "col", 8, seed=4, std=1.0)[2], a[2])
+    assert not np.allclose(value_keyed_init(["x"], "other", 8, seed=3, std=1.0)[2], a[2])
+    np.testing.assert_array_equal(value_keyed_init(["x"], "col", 3, seed=3, std=1.0)[2], a[2, :3])
     big = value_keyed_init([str(i) for i in range(5000)], "col", 16, seed=0, std=0.5)
     assert big.dtype == np.float32 and np.abs(big).max() <= 1.0
     assert abs(float(big.mean())) < 0.01 and float(big.std()) == pytest.approx(0.880 * 0.5, rel=0.02)
+    # the same key gives the same vector in any process and version: pinned
+    np.testing.assert_allclose(value_keyed_init(["x"], "col", 2, seed=3, std=1.0)[2], PINNED_X, rtol=1e-6)
+    # keys that UTF-8 cannot encode (a lone surrogate) still get a vector
+    assert np.isfinite(value_keyed_init(["\ud800"], "col", 2, seed=0, std=1.0)).all()
+    with pytest.raises(ValueError, match="finite number > 0"):
+        value_keyed_init(["x"], "col", 2, seed=0, std=float("inf"))
 
 
 def test_learners_with_one_init_seed_start_shared_categories_at_the_same_vector():

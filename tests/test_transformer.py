@@ -585,6 +585,15 @@ def test_cross_fit_transforms_each_row_with_a_net_that_did_not_see_it(fake_learn
     np.testing.assert_array_equal(out[:, 2:], df[["flag", "price"]].to_numpy(dtype=np.float32))
 
 
+def test_cross_fit_without_random_state_is_repeatable(fake_learner):
+    df = make_frame(n=60)
+    y = (df["price"] > 0).astype(int).to_numpy()
+    for _ in range(2):
+        EmbeddingTransformer(cv=2).fit_transform(df, y)
+    # one init seed for both fits' nets (the folds themselves follow scikit-learn: None shuffles anew)
+    assert len({c["kw"]["emb_init_seed"] for c in fake_learner}) == 1
+
+
 def test_cross_fit_keeps_an_init_seed_given_in_net_params(fake_learner):
     df = make_frame(n=60)
     y = (df["price"] > 0).astype(int).to_numpy()
