@@ -112,7 +112,7 @@ class NetSection(_Section):
     dropout: list[float] | float | None = None
     emb_dropout: float | None = Field(default=None, ge=0, lt=1)
     emb_dims: dict[str, Annotated[int, Field(gt=0)]] | None = None
-    emb_init_std: float | None = Field(default=None, gt=0)
+    emb_init_std: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     use_bn: bool | None = None
     bn_cont: bool | None = None
     y_range: Annotated[tuple[float, float], Strict(False)] | None = None

@@ -93,6 +93,8 @@ def test_round_trip_through_dict(tmp_path):
         ),
         ('[downstream]\nbaselines = ["foo+knn"]\n', "baseline 'foo+knn' is not '<encoder>+<estimator>'"),
         ('[train]\nmonitor = "aucc"\n', "config key 'train.monitor' must be 'log_loss', 'auc'"),
+        ("[net]\nemb_init_std = inf\n", "config key 'net.emb_init_std' must be a finite number (got inf)"),
+        ("[net]\nemb_init_std = 0.0\n", "config key 'net.emb_init_std' must be greater than 0 (got 0.0)"),
     ],
 )
 def test_messages_name_the_key_and_the_fix(tmp_path, text, message):
