@@ -215,13 +215,13 @@ def embedding_features(
     code_tr, code_va = codes.transform(X[CAT]), codes.transform(valid[CAT])
     # the control: the tables the nets started from (value-keyed init: one random vector per category,
     # the unknown and missing rows too, of each table's width and the recipe's spread), never trained
-    random_tables = {
-        c: EmbeddingTable(
+    initial = {}
+    for c in CAT:
+        t = et.tables_[c]
+        initial[c] = EmbeddingTable(
             t.vocab, value_keyed_init(list(t.vocab.index), c, t.dim, args.seed, args.emb_init_std)
         )
-        for c, t in ((c, et.tables_[c]) for c in CAT)
-    }
-    rand_tr, rand_va = ([random_tables[c].lookup(frame[c]) for c in CAT] for frame in (X, valid))
+    rand_tr, rand_va = ([initial[c].lookup(frame[c]) for c in CAT] for frame in (X, valid))
     features = {
         EMB_IN: (in_sample, valid_vectors),
         EMB_CF: (cross_fitted, valid_vectors),

@@ -96,6 +96,8 @@ class NetConfig:
 
 
 _SPLITMIX_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_HASH_KEY = "embedkit-init-v1"  # 16 bytes: pandas' hash_array key (fixed, so vectors never change)
+_BLOCK = 1 << 20  # entries drawn per block (bounds the uint64/float64 temporaries to ~8 MB each)
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -108,10 +110,6 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         x *= np.uint64(0x94D049BB133111EB)
         x ^= x >> np.uint64(31)
     return x
-
-
-_HASH_KEY = "embedkit-init-v1"  # 16 bytes: pandas' hash_array key (fixed, so vectors never change)
-_BLOCK = 1 << 20  # entries drawn per block (bounds the uint64/float64 temporaries to ~8 MB each)
 
 
 def value_keyed_init(values: Sequence[Any], column: str, dim: int, seed: int, std: float) -> np.ndarray:
@@ -193,9 +191,9 @@ class TabularNet(nn.Module):
             nn.Embedding(n, d, sparse=config.sparse_embeddings and n >= SPARSE_MIN_ROWS)
             for n, d in zip(cardinalities, self.emb_dims, strict=True)
         )
+        # truncated normal (fast.ai's init at the default std 0.01: every category near the origin)
+        std = config.emb_init_std
         for e in self.embeds:
-            # truncated normal (fast.ai's init at the default std 0.01: every category near the origin)
-            std = config.emb_init_std
             with torch.no_grad():
                 nn.init.trunc_normal_(e.weight, std=std, a=-2 * std, b=2 * std)  # type: ignore
         self.emb_drop = Dropout(config.emb_dropout)
