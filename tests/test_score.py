@@ -51,6 +51,7 @@ def score_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict
 
 
 # ---- chunked == all at once, and equal to the model ------------------------------------------------
+@pytest.mark.floats
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression", "pipeline"])
 def test_chunked_scoring_equals_scoring_at_once(servables, tmp_path, task):
     servable = load_servable(servables[task])
@@ -70,7 +71,10 @@ def test_chunked_scoring_equals_scoring_at_once(servables, tmp_path, task):
     assert got.schema == at_once.schema == schema
     g, a = got.to_pandas(), at_once.to_pandas()
     assert g["row_id"].tolist() == df["row_id"].tolist()
-    assert g["prediction"].tolist() == a["prediction"].tolist()
+    # a matmul's last bits depend on the batch size (AVX-512 kernels block differently): labels must be
+    # equal, float predictions and probabilities equal within float32 rounding
+    if g["prediction"].dtype.kind != "f":
+        assert g["prediction"].tolist() == a["prediction"].tolist()
     floats = [c for c in g.columns if c.startswith(("proba_", "prediction")) and g[c].dtype.kind == "f"]
     np.testing.assert_allclose(g[floats].to_numpy(), a[floats].to_numpy(), rtol=1e-6, atol=1e-7)
     emb = [c for c in g.columns if "__emb_" in c]

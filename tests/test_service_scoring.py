@@ -22,6 +22,9 @@ from service import scoring
 from service.fastnet import compile_net
 from service.scoring import NetEncoder, Scorer, _timestamp_key
 
+# numpy and torch paths, batches of several sizes: rerun by `make test` with ATEN_CPU_CAPABILITY=default
+pytestmark = pytest.mark.floats
+
 
 def _servable(root: Path, task: str = "binary", net: NetConfig | None = None) -> Any:
     """A net whose categorical inputs have every vocabulary kind: string, integer, boolean, timestamp."""

@@ -72,6 +72,7 @@ def test_early_stopping_and_restore_best():
     assert learn.evaluate(df.iloc[1600:])["rmse"] == pytest.approx(best, rel=1e-4)
 
 
+@pytest.mark.floats
 def test_checkpoint_every_epoch_and_resume_to_completion(tmp_path):
     class StopAfterFirst(Callback):
         def on_epoch_end(self, trainer, epoch, logs):

@@ -198,6 +198,7 @@ def test_float64_output(tables):
     np.testing.assert_allclose(out, expected_output(tables, df), rtol=1e-6)
 
 
+@pytest.mark.floats
 def test_threaded_gather_equals_single_thread(tables, monkeypatch):
     monkeypatch.setattr(transformer_mod, "_MIN_ROWS_PER_THREAD", 16)
     monkeypatch.setattr(transformer_mod, "_BLOCK_ROWS", 7)
