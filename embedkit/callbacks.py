@@ -41,7 +41,7 @@ class ProgressBar(Callback):
 
         self._bar = tqdm(
             total=trainer.steps_per_epoch,
-            desc=f"epoch {epoch + 1}/{trainer.config.epochs}",
+            desc=f"epoch {epoch + 1}/{trainer.epochs}",
             file=self.file or sys.stderr,
             leave=False,
             disable=self.disable,
@@ -58,8 +58,11 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, float))
-        log.info("epoch %d/%d: %s", epoch + 1, trainer.config.epochs, shown)
+        # a learning rate is shown as 1.2e-04 (a fixed 4 decimals printed "lr 0.0000" for small rates)
+        shown = ", ".join(
+            f"{k} {v:.2e}" if k == "lr" else f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, float)
+        )
+        log.info("epoch %d/%d: %s", epoch + 1, trainer.epochs, shown)
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self._bar is not None:

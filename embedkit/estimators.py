@@ -11,13 +11,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from .data import check_weights
 from .exceptions import DataError
 from .spec import FeatureSpec
-
-_TARGET = "__embedkit_target__"
 
 
 def _as_frame(X: Any, feature_names: list[str] | None = None) -> pd.DataFrame:
@@ -31,6 +29,14 @@ def _as_frame(X: Any, feature_names: list[str] | None = None) -> pd.DataFrame:
 
 
 class _TabularNetBase(BaseEstimator):
+    """Shared parameters and ``fit`` of :class:`TabularNetClassifier` and :class:`TabularNetRegressor`.
+
+    Every default holds for any table (``bench/suite.py`` measures them on five): ``batch_size`` and
+    ``epochs`` of None follow the number of rows (:func:`embedkit.schedule.auto_batch_size` and
+    ``auto_epochs``), ``valid_fraction`` of the rows is held out and the best epoch on it kept,
+    ``lr=None`` runs the LR finder, and a regression target is standardised inside the net.
+    """
+
     _task: str | None = None
 
     def __init__(
@@ -39,19 +45,22 @@ class _TabularNetBase(BaseEstimator):
         categorical: list[str] | None = None,
         continuous: list[str] | None = None,
         layers: tuple[int, ...] = (200, 100),
-        dropout: float = 0.01,
-        emb_dropout: float = 0.04,
+        dropout: float | None = None,
+        emb_dropout: float | None = None,
         emb_dims: dict[str, int] | None = None,
-        emb_init_std: float = 0.01,
-        epochs: int = 5,
-        batch_size: int = 1024,
+        max_emb_dim: int | None = None,
+        emb_init_std: float | None = None,
+        y_range: tuple[float, float] | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
         lr: float | None = None,
         weight_decay: float = 0.01,
-        valid_fraction: float = 0.0,
+        valid_fraction: float = 0.1,
         early_stopping_patience: int | None = None,
-        min_frequency: int = 1,
+        min_frequency: int = 2,
         random_state: int | None = None,
         device: str = "auto",
+        threads: int | None = None,
     ) -> None:
         self.categorical = categorical
         self.continuous = continuous
@@ -59,7 +68,9 @@ class _TabularNetBase(BaseEstimator):
         self.dropout = dropout
         self.emb_dropout = emb_dropout
         self.emb_dims = emb_dims
+        self.max_emb_dim = max_emb_dim
         self.emb_init_std = emb_init_std
+        self.y_range = y_range
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
@@ -69,22 +80,41 @@ class _TabularNetBase(BaseEstimator):
         self.min_frequency = min_frequency
         self.random_state = random_state
         self.device = device
+        self.threads = threads
+
+    def _net_config(self) -> Any:
+        from .model import NetConfig
+
+        # None: NetConfig's default (one place for every default of the net)
+        given: dict[str, Any] = {
+            "dropout": self.dropout,
+            "emb_dropout": self.emb_dropout,
+            "max_emb_dim": self.max_emb_dim,
+            "emb_init_std": self.emb_init_std,
+            "y_range": self.y_range,
+        }
+        return NetConfig(
+            layers=list(self.layers),
+            emb_dims=dict(self.emb_dims or {}),
+            **{k: v for k, v in given.items() if v is not None},
+        )
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Any:
-        from .learner import Learner
-        from .model import NetConfig
+        from .learner import fit_net, target_column
         from .trainer import TrainConfig
 
         frame = _as_frame(X)
         y_arr = np.asarray(y)
         if len(y_arr) != len(frame):
             raise DataError(f"X has {len(frame)} rows but y has {len(y_arr)}; pass one target per row")
+        self._check_target(y_arr)
         self.feature_names_in_ = np.asarray([str(c) for c in frame.columns], dtype=object)
         self.n_features_in_ = frame.shape[1]
         df = frame.copy()
-        df[_TARGET] = y_arr
+        target = target_column(frame)
+        df[target] = y_arr
         spec = FeatureSpec(
-            target=_TARGET,
+            target=target,
             categorical=self.categorical,
             continuous=self.continuous,
             dates=None if self.categorical is None and self.continuous is None else [],
@@ -94,13 +124,6 @@ class _TabularNetBase(BaseEstimator):
         if self.continuous is not None and self.categorical is None:
             spec.categorical = [c for c in frame.columns if c not in self.continuous]
         seed = 0 if self.random_state is None else int(self.random_state)
-        net = NetConfig(
-            layers=list(self.layers),
-            dropout=self.dropout,
-            emb_dropout=self.emb_dropout,
-            emb_dims=dict(self.emb_dims or {}),
-            emb_init_std=self.emb_init_std,
-        )
         cfg = TrainConfig(
             epochs=self.epochs,
             batch_size=self.batch_size,
@@ -109,29 +132,23 @@ class _TabularNetBase(BaseEstimator):
             early_stopping_patience=self.early_stopping_patience,
             seed=seed,
             device=self.device,
+            threads=self.threads,
         )
-        w = check_weights(sample_weight, len(df))
-        n_valid = int(round(len(df) * self.valid_fraction)) if self.valid_fraction else 0
-        order = np.random.default_rng(seed).permutation(len(df))
-        tr, va = order[n_valid:], order[:n_valid]
-        train = df.iloc[tr].reset_index(drop=True)
-        valid = df.iloc[va].reset_index(drop=True) if n_valid else None
-        self.learner_ = Learner.from_frame(
-            train,
+        self.learner_ = fit_net(
+            df,
             spec,
             task=self._task_for(y_arr),
-            net_config=net,
+            net_config=self._net_config(),
             train_config=cfg,
             min_frequency=self.min_frequency,
-        )
-        self.learner_.fit(
-            train,
-            valid,
-            sample_weight=None if w is None else w[tr],
-            valid_sample_weight=None if (w is None or not n_valid) else w[va],
+            valid_fraction=self.valid_fraction,
+            sample_weight=sample_weight,
         )
         self.history_ = self.learner_.history.to_dict()
         return self
+
+    def _check_target(self, y: np.ndarray) -> None:
+        pass
 
     def _task_for(self, y: np.ndarray) -> str | None:
         return self._task
@@ -169,6 +186,11 @@ class TabularNetClassifier(ClassifierMixin, _TabularNetBase):
     >>> clf.predict_proba(X.head(3)).shape
     (3, 2)
     """
+
+    def _check_target(self, y: np.ndarray) -> None:
+        # scikit-learn's rule and message: a float target with non-integral values is continuous
+        # ("Unknown label type: continuous ..."): use TabularNetRegressor for it
+        check_classification_targets(y)
 
     def _task_for(self, y: np.ndarray) -> str:
         return "binary" if len(pd.unique(y)) == 2 else "multiclass"

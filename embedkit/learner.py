@@ -36,7 +36,7 @@ from .data import TargetInfo, TensorData, check_weights
 from .exceptions import DataError
 from .lr_finder import LRFinderResult, lr_find
 from .metrics import task_metrics
-from .model import NetConfig, TabularNet, value_keyed_init
+from .model import NetConfig, TabularNet, auto_dropout, value_keyed_init
 from .predictor import Predictor
 from .preprocessing import Preprocessor
 from .spec import FeatureSpec
@@ -73,12 +73,15 @@ class Learner:
         task: str | None = None,
         net_config: NetConfig | None = None,
         train_config: TrainConfig | None = None,
-        min_frequency: int = 1,
+        min_frequency: int = 2,
         callbacks: list[Callback] | None = None,
     ) -> Learner:
         """Fit the preprocessor and the target encoding on ``train`` and build the net.
 
         ``spec`` is a :class:`FeatureSpec` or just the target column's name (roles then inferred).
+        ``min_frequency``: categories seen fewer times in ``train`` share the "unknown" row (the
+        default 2 keeps values seen once from getting a vector of their own, which the net would only
+        use to memorise their rows' targets).
         """
         if isinstance(spec, str):
             spec = FeatureSpec(target=spec)
@@ -90,6 +93,10 @@ class Learner:
         cfg.task = target.task
         if target.task == "multiclass":
             cfg.n_classes = target.n_classes
+        if cfg.dropout is None:
+            cfg.dropout = auto_dropout(len(train))
+        if cfg.emb_dropout is None:
+            cfg.emb_dropout = auto_dropout(len(train))
         unknown = set(cfg.emb_dims) - set(pre.cat_names_)
         if unknown:
             raise DataError(
@@ -117,8 +124,20 @@ class Learner:
     def lr_find(self, train: pd.DataFrame, sample_weight: Any = None, **kwargs: Any) -> LRFinderResult:
         """Run the LR finder on ``train`` (weights restored afterwards); keeps and returns the result."""
         _require_target(train, self.target.name)
-        self.lr_finder = self._lr_find(lambda: self.tensors(train, sample_weight), **kwargs)
+        data = self.tensors(train, sample_weight)
+        self._standardize_target(data)
+        self.lr_finder = self._lr_find(lambda: data, **kwargs)
         return self.lr_finder
+
+    def _standardize_target(self, data: TensorData) -> None:
+        """Regression: give the net the training target's (weighted) mean and std, once (the first of
+        lr_find and fit; a resumed or loaded net keeps its own), see ``NetConfig.y_mean``."""
+        cfg = self.model.config
+        if self.target.task != "regression" or not cfg.standardize_target or cfg.y_mean is not None:
+            return
+        assert data.y is not None
+        w = None if data.w is None else data.w.cpu().numpy()
+        self.model.set_target_scale(*target_moments(data.y.cpu().numpy(), w))
 
     def _lr_find(self, data: Callable[[], TensorData], **kwargs: Any) -> LRFinderResult:
         """The sweep; under DDP rank 0 runs it alone (its model is not wrapped: no gradient is shared)
@@ -144,6 +163,7 @@ class Learner:
             _require_target(valid, self.target.name)
         data = self.tensors(train, sample_weight)
         vdata = self.tensors(valid, valid_sample_weight) if valid is not None else None
+        self._standardize_target(data)  # a resumed run takes its checkpoint's instead (load_checkpoint)
         lr = lr if lr is not None else self.train_config.lr
         if lr is None and resume_from is None:
             if self.lr_finder is None:
@@ -234,6 +254,17 @@ def _fit_encoders(
     return TargetInfo.from_dict(state["target"]), Preprocessor.from_dict(state["preprocessor"])
 
 
+def target_moments(y: np.ndarray, w: np.ndarray | None = None) -> tuple[list[float], list[float]]:
+    """(Weighted) mean and standard deviation of a regression target, per output, for
+    ``NetConfig.y_mean/y_std``. A constant target gets a standard deviation of 1."""
+    arr = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
+    weights = None if w is None else np.asarray(w, dtype=np.float64)
+    mean = np.average(arr, axis=0, weights=weights)
+    std = np.sqrt(np.average((arr - mean) ** 2, axis=0, weights=weights))
+    std = np.where(np.isfinite(std) & (std > 1e-12 * np.maximum(1.0, np.abs(mean))), std, 1.0)
+    return mean.tolist(), std.tolist()
+
+
 def _require_target(df: pd.DataFrame, target: str) -> None:
     if not isinstance(df, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
@@ -249,9 +280,71 @@ def _require_target(df: pd.DataFrame, target: str) -> None:
 def _init_by_value(model: TabularNet, pre: Any, seed: int, std: float) -> None:
     """Set every embedding row to its value-keyed initial vector (``NetConfig.emb_init_seed``)."""
     for name, emb in zip(pre.cat_names_, model.embeds, strict=True):
+        assert isinstance(emb, torch.nn.Embedding)
         w = value_keyed_init(list(pre.vocabs_[name].index), name, emb.embedding_dim, seed, std)
         with torch.no_grad():
             emb.weight.copy_(torch.from_numpy(w))
+
+
+#: rows a table needs before ``fit_net`` holds out a validation slice (fewer: it trains on all of them)
+MIN_ROWS_FOR_VALID = 20
+
+
+def target_column(frame: pd.DataFrame) -> str:
+    """The name under which a target passed as ``y`` joins the features: ``"y"``, unless a feature
+    already has that name (error messages then say ``y``, as scikit-learn's do)."""
+    name = "y"
+    while name in frame.columns:
+        name = f"_{name}"
+    return name
+
+
+def fit_net(
+    df: pd.DataFrame,
+    spec: FeatureSpec,
+    *,
+    task: str | None = None,
+    net_config: NetConfig | None = None,
+    train_config: TrainConfig | None = None,
+    min_frequency: int = 2,
+    valid_fraction: float = 0.1,
+    sample_weight: Any = None,
+    callbacks: list[Callback] | None = None,
+) -> Learner:
+    """Train a net on ``df`` the way the estimators and :func:`fit_tables` do, and return its Learner.
+
+    ``valid_fraction`` of the rows (a seeded permutation, ``train_config.seed``) is held out: the
+    trainer validates on it after every epoch and ends with the weights of the best epoch
+    (``TrainConfig.restore_best``), which is how a small table stops short of overfitting. Tables of
+    fewer than ``MIN_ROWS_FOR_VALID`` rows, or ``valid_fraction=0``, train on every row. The
+    preprocessor and the target encoding are fitted on the training part only.
+    """
+    cfg = train_config or TrainConfig()
+    if not 0 <= valid_fraction < 1:
+        raise DataError(f"valid_fraction must be in [0, 1), got {valid_fraction!r}")
+    w = check_weights(sample_weight, len(df))
+    n = len(df)
+    n_valid = int(round(n * valid_fraction)) if valid_fraction and n >= MIN_ROWS_FOR_VALID else 0
+    order = np.random.default_rng(cfg.seed).permutation(n)
+    tr, va = order[n_valid:], order[:n_valid]
+    train = df.iloc[tr].reset_index(drop=True)
+    valid = df.iloc[va].reset_index(drop=True) if n_valid else None
+    learn = Learner.from_frame(
+        train,
+        spec,
+        task=task,
+        net_config=net_config,
+        train_config=cfg,
+        min_frequency=min_frequency,
+        callbacks=callbacks,
+    )
+    learn.fit(
+        train,
+        valid,
+        sample_weight=None if w is None else w[tr],
+        valid_sample_weight=None if (w is None or not n_valid) else w[va],
+    )
+    return learn
 
 
 def fit_tables(
@@ -262,22 +355,23 @@ def fit_tables(
     sample_weight: Any = None,
     task: str | None = None,
     valid_fraction: float = 0.1,
-    epochs: int = 5,
+    epochs: int | None = None,
     random_state: int | None = None,
     device: str = "auto",
+    min_frequency: int = 2,
     **net_kwargs: Any,
 ) -> EmbeddingTables:
     """Train a net on ``X, y`` and return its embedding tables (used by ``EmbeddingTransformer.fit``).
 
     ``columns`` are embedded (categorical); the other columns of ``X`` are continuous inputs of the net.
-    ``valid_fraction`` of the rows (seeded split) is held out for early stopping. ``net_kwargs`` go to
-    :class:`NetConfig` (``layers``, ``emb_dims``, ``dropout``, ...) or :class:`TrainConfig` (``lr``,
-    ``batch_size``, ``weight_decay``, ...).
+    The net is trained by :func:`fit_net` (``valid_fraction`` of the rows held out to keep the best
+    epoch). ``net_kwargs`` go to :class:`NetConfig` (``layers``, ``emb_dims``, ``max_emb_dim``,
+    ``dropout``, ...) or :class:`TrainConfig` (``lr``, ``batch_size``, ``weight_decay``, ...).
     """
     if not isinstance(X, pd.DataFrame):
         raise DataError(f"fit_tables expects a pandas DataFrame, got {type(X).__name__}")
     df = X.reset_index(drop=True).copy()
-    target = "__embedkit_target__"
+    target = target_column(df)
     df[target] = np.asarray(y)
     cols = list(columns) if columns is not None else None
     cont = None if cols is None else [c for c in X.columns if c not in cols]
@@ -306,20 +400,14 @@ def fit_tables(
         seed=seed,
         device=device,
     )
-    w = check_weights(sample_weight, len(df))
-    n = len(df)
-    order = np.random.default_rng(seed).permutation(n)
-    n_valid = int(round(n * valid_fraction)) if valid_fraction and n >= 20 else 0
-    tr, va = order[n_valid:], order[:n_valid]
-    train_df = df.iloc[tr].reset_index(drop=True)
-    valid_df = df.iloc[va].reset_index(drop=True) if n_valid else None
-    if n_valid and tcfg.early_stopping_patience is None:
-        tcfg.early_stopping_patience = 2
-    learn = Learner.from_frame(train_df, spec, task=task, net_config=net_cfg, train_config=tcfg)
-    learn.fit(
-        train_df,
-        valid_df,
-        sample_weight=None if w is None else w[tr],
-        valid_sample_weight=None if (w is None or not n_valid) else w[va],
+    learn = fit_net(
+        df,
+        spec,
+        task=task,
+        net_config=net_cfg,
+        train_config=tcfg,
+        min_frequency=min_frequency,
+        valid_fraction=valid_fraction,
+        sample_weight=sample_weight,
     )
     return learn.embedding_tables()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from . import distributed
 from .optim import configure_optimizer
 from .trainer import Trainer, _clone_state
 
@@ -84,8 +86,18 @@ def valley(lrs: np.ndarray, losses: np.ndarray) -> float:
     return float(lrs[min(idx, n - 1)])
 
 
+#: the first sweep steps ignored when looking for the minimum: the smoothed loss starts as the first
+#: batch's loss alone, and a lucky first batch once made the minimum sit at the start (a 1e-8 "rate")
+SKIP_START = 10
+#: a suggestion below this is no usable rate (the loss did not fall during the sweep): warn and fall back
+MIN_USABLE_LR = 1e-5
+#: the rate used when the sweep suggests nothing usable
+FALLBACK_LR = 1e-3
+
+
 def suggestions(lrs: np.ndarray, smoothed: np.ndarray) -> dict[str, float]:
-    i_min = int(np.argmin(smoothed))
+    skip = min(SKIP_START, len(smoothed) // 5)
+    i_min = skip + int(np.argmin(smoothed[skip:]))
     grads = np.gradient(smoothed, np.log(lrs)) if len(lrs) > 2 else np.zeros(len(lrs))
     # the steepest descent before the minimum (after it the loss is diverging)
     i_steep = int(np.argmin(grads[: max(i_min, 1)]))
@@ -118,6 +130,8 @@ def lr_find(
     saved = _clone_state(model)
     data = train.to(trainer.device)
     n = len(data)
+    # the batch size training will use: each process of a distributed run trains on 1/world of the rows
+    trainer.plan(max(1, n // (distributed.world_size() if distributed.is_active() else 1)))
     optimizer = configure_optimizer(
         model, start_lr, cfg.weight_decay, cfg.decay_embeddings, betas=(cfg.moms[0], 0.99)
     )
@@ -133,6 +147,8 @@ def lr_find(
     torch.manual_seed(cfg.seed)  # dropout draws from the global generator: seed it for a reproducible sweep
     perm = torch.randperm(n, generator=g).to(trainer.device)
     pos = 0
+    threads = trainer.cpu_threads()
+    threads.__enter__()
     try:
         for i in range(num):
             if pos + trainer.batch_size > n:
@@ -156,6 +172,7 @@ def lr_find(
             if i > 0 and sm > stop_div * best:
                 break
     finally:
+        threads.__exit__(None, None, None)
         torch.random.set_rng_state(rng_state)
         model.load_state_dict(saved)
         trainer.optimizer = None
@@ -164,4 +181,21 @@ def lr_find(
     alts = suggestions(np.array(lrs), np.array(smoothed))
     # "minimum/10" (fast.ai v1's default): on the flights example "valley" sits 10-30x below the rates
     # where the net trains best (bench/train.py: AUC 0.73 at valley, 0.76 at minimum/10, 2 seeds).
-    return LRFinderResult(lrs, losses, smoothed, alts["minimum/10"], alts)
+    return LRFinderResult(lrs, losses, smoothed, usable_suggestion(alts, len(lrs)), alts)
+
+
+def usable_suggestion(alts: dict[str, float], steps: int) -> float:
+    """``minimum/10``, unless the sweep found no usable rate: then ``valley``, else ``FALLBACK_LR``,
+    with a warning that says why and what to do."""
+    lr = alts["minimum/10"]
+    if lr >= MIN_USABLE_LR:
+        return lr
+    fallback = alts["valley"] if alts["valley"] >= MIN_USABLE_LR else FALLBACK_LR
+    warnings.warn(
+        f"the LR finder's suggestion {lr:.1e} is no usable rate (the loss hardly fell during its {steps} "
+        f"steps); training at {fallback:.1e} instead. Sweep over more batches (lr_find(num=...), "
+        "train.lr_find.num) or set the learning rate (TrainConfig.lr, train.lr)",
+        UserWarning,
+        stacklevel=3,
+    )
+    return fallback

@@ -20,9 +20,30 @@ TASKS = ("regression", "binary", "multiclass")
 SPARSE_MIN_ROWS = 1024
 
 
-def default_emb_dim(n_codes: int) -> int:
-    """Embedding width for a vocabulary of ``n_codes`` rows: ``min(600, round(1.6 * n ** 0.56))``."""
-    return int(min(600, round(1.6 * n_codes**0.56)))
+#: dropout of a net built without a rate (Learner resolves ``None`` with auto_dropout instead)
+DEFAULT_DROPOUT = 0.1
+
+
+def auto_dropout(n_rows: int) -> float:
+    """Default dropout for ``n_rows`` training rows: 0.2 up to 10,000 rows, 0.1 from 100,000, and
+    log-linear in between (small tables need more regularisation; see ``NetConfig.dropout``)."""
+    lo, hi = 10_000, 100_000
+    if n_rows <= lo:
+        return 0.2
+    if n_rows >= hi:
+        return 0.1
+    frac = math.log(n_rows / lo) / math.log(hi / lo)
+    return round(0.2 - 0.1 * frac, 3)
+
+
+#: the default cap of the width rule (NetConfig.max_emb_dim)
+MAX_EMB_DIM = 12
+
+
+def default_emb_dim(n_codes: int, max_dim: int = MAX_EMB_DIM) -> int:
+    """Embedding width for a vocabulary of ``n_codes`` rows: ``min(max_dim, round(1.6 * n ** 0.56))``
+    (fast.ai's rule; ``NetConfig.max_emb_dim`` sets the cap)."""
+    return int(max(1, min(max_dim, round(1.6 * n_codes**0.56))))
 
 
 @dataclass
@@ -33,19 +54,26 @@ class NetConfig:
     n_classes: int = 2  # output classes (multiclass only)
     n_targets: int = 1  # regression outputs
     layers: list[int] = field(default_factory=lambda: [200, 100])  # hidden widths
-    dropout: list[float] | float = 0.01  # one rate for every hidden layer, or one per layer
-    # dropout on the concatenated embeddings. Kept light: on the flights example (tailnum, flight: ~4k codes
-    # each) 0.1-0.4 lowered the validation AUC at both rates tried (the LR finder's valley and minimum/10);
-    # the overfitting of such columns is better met by the learning rate and ``restore_best``
-    emb_dropout: float = 0.04
+    # one rate for every hidden layer, or one per layer. None: chosen from the number of training rows
+    # by Learner (auto_dropout: 0.2 up to 10,000 rows, 0.1 from 100,000, log-linear between); a net
+    # built directly gets 0.1. bench/suite.py: 0.2 helped the small tables, and cost the 150k-row
+    # flights slice 0.01 AUC against 0.1
+    dropout: list[float] | float | None = None
+    # dropout on the concatenated embeddings; None: the same rule as ``dropout``
+    emb_dropout: float | None = None
     emb_dims: dict[str, int] = field(default_factory=dict)  # per-column width overrides
+    # cap of the default width rule (default_emb_dim). 12, not fast.ai's 600: narrow tables memorise
+    # less of the training rows and cost trees and k-NN downstream less (bench/suite.py: the net on
+    # the flights slice scored AUC 0.758 at 12 and 0.72 at the uncapped rule's 100+ dims)
+    max_emb_dim: int = MAX_EMB_DIM
     # std of the embeddings' truncated-normal init (cut at 2 std). fast.ai's 0.01 starts every category
     # near the origin, so a rare category's vector stays close to every other rare one's; 1.0 keeps a
     # distinct random component per category, which trees fed the tables can split on (see
     # bench/paper_table.py). Training moves a vector only as far as its rows' gradients take it, and
     # embeddings get no weight decay unless TrainConfig.decay_embeddings, so a rare category keeps most
-    # of its random start
-    emb_init_std: float = 0.01
+    # of its random start. Default 1.0: on the flights slice of bench/suite.py the net scored AUC 0.755
+    # against 0.725 at 0.01, and the small tables gained too
+    emb_init_std: float = 1.0
     # None: torch's generator (seeded by TrainConfig.seed) draws the initial vectors. An int: each
     # category's initial vector is a function of (this seed, column, value) alone, so nets trained on
     # different rows (cross-fitting's fold nets) start every category they share at the same point
@@ -53,6 +81,13 @@ class NetConfig:
     use_bn: bool = True  # BatchNorm after each hidden ReLU
     bn_cont: bool = True  # BatchNorm on the continuous inputs
     y_range: tuple[float, float] | None = None  # regression: squash outputs into (lo, hi) by a sigmoid
+    # regression: the training target's mean and standard deviation, one per output (Learner sets them
+    # from the training rows). The head predicts the standardised target, the forward pass returns
+    # ``head * y_std + y_mean`` (original units), and the loss is the standardised one, so the learning
+    # rate, the init and weight decay mean the same whatever the target's units. None: no scaling
+    y_mean: list[float] | None = None
+    y_std: list[float] | None = None
+    standardize_target: bool = True  # regression: whether Learner sets y_mean / y_std from the data
     sparse_embeddings: bool = True  # row-sparse gradients for tables of >= SPARSE_MIN_ROWS rows
 
     def __post_init__(self) -> None:
@@ -62,10 +97,32 @@ class NetConfig:
             if isinstance(self.emb_init_seed, bool) or int(self.emb_init_seed) != self.emb_init_seed:
                 raise ValueError(f"emb_init_seed must be an integer or None, got {self.emb_init_seed!r}")
             self.emb_init_seed = int(self.emb_init_seed)
+        if (
+            isinstance(self.max_emb_dim, bool)
+            or int(self.max_emb_dim) != self.max_emb_dim
+            or self.max_emb_dim < 1
+        ):
+            raise ValueError(f"max_emb_dim must be an integer >= 1, got {self.max_emb_dim!r}")
+        self.max_emb_dim = int(self.max_emb_dim)
         if not (math.isfinite(self.emb_init_std) and self.emb_init_std > 0):
             raise ValueError(f"emb_init_std must be a finite number > 0, got {self.emb_init_std!r}")
         if self.y_range is not None:
             self.y_range = (float(self.y_range[0]), float(self.y_range[1]))
+            if not self.y_range[0] < self.y_range[1]:
+                raise ValueError(f"y_range must be (low, high) with low < high, got {self.y_range}")
+        if (self.y_mean is None) != (self.y_std is None):
+            raise ValueError("y_mean and y_std go together: set both or neither")
+        if self.y_mean is not None and self.y_std is not None:
+            self.y_mean = [float(v) for v in np.atleast_1d(self.y_mean)]
+            self.y_std = [float(v) for v in np.atleast_1d(self.y_std)]
+            if len(self.y_mean) != len(self.y_std):
+                raise ValueError(f"y_mean has {len(self.y_mean)} values and y_std {len(self.y_std)}")
+            if not all(math.isfinite(m) for m in self.y_mean) or not all(
+                math.isfinite(s) and s > 0 for s in self.y_std
+            ):
+                raise ValueError(
+                    f"y_mean must be finite and y_std finite and > 0, got {self.y_mean}, {self.y_std}"
+                )
 
     @property
     def out_dim(self) -> int:
@@ -76,6 +133,8 @@ class NetConfig:
         return self.n_targets
 
     def dropouts(self) -> list[float]:
+        if self.dropout is None:
+            return [DEFAULT_DROPOUT] * len(self.layers)
         if isinstance(self.dropout, (int, float)):
             return [float(self.dropout)] * len(self.layers)
         if len(self.dropout) != len(self.layers):
@@ -185,7 +244,8 @@ class TabularNet(nn.Module):
         self.cardinalities = list(cardinalities)
         self.n_cont = n_cont
         self.emb_dims = [
-            config.emb_dims.get(c, default_emb_dim(n)) for c, n in zip(cat_names, cardinalities, strict=True)
+            config.emb_dims.get(c, default_emb_dim(n, config.max_emb_dim))
+            for c, n in zip(cat_names, cardinalities, strict=True)
         ]
         self.embeds = nn.ModuleList(
             nn.Embedding(n, d, sparse=config.sparse_embeddings and n >= SPARSE_MIN_ROWS)
@@ -196,7 +256,7 @@ class TabularNet(nn.Module):
         for e in self.embeds:
             with torch.no_grad():
                 nn.init.trunc_normal_(e.weight, std=std, a=-2 * std, b=2 * std)  # type: ignore
-        self.emb_drop = Dropout(config.emb_dropout)
+        self.emb_drop = Dropout(DEFAULT_DROPOUT if config.emb_dropout is None else config.emb_dropout)
         self.bn_cont = nn.BatchNorm1d(n_cont) if (config.bn_cont and n_cont) else None
         n_in = sum(self.emb_dims) + n_cont
         blocks: list[nn.Module] = []
@@ -209,6 +269,25 @@ class TabularNet(nn.Module):
             n_in = width
         self.body = nn.Sequential(*blocks)
         self.head = nn.Linear(n_in, config.out_dim)
+        # the regression target's scale (NetConfig.y_mean / y_std): rebuilt from the config, so not
+        # part of the state dict (weights files and checkpoints stay as they were)
+        scaled = config.task == "regression" and config.y_std is not None
+        self.register_buffer(
+            "y_mean", torch.tensor(config.y_mean, dtype=torch.float32) if scaled else None, persistent=False
+        )
+        self.register_buffer(
+            "y_std", torch.tensor(config.y_std, dtype=torch.float32) if scaled else None, persistent=False
+        )
+
+    def set_target_scale(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Regression: predict ``head * std + mean`` from now on (and record both in the config)."""
+        if self.config.task != "regression":
+            raise ValueError("a target scale is for regression nets")
+        cfg = NetConfig.from_dict({**self.config.to_dict(), "y_mean": list(mean), "y_std": list(std)})
+        self.config.y_mean, self.config.y_std = cfg.y_mean, cfg.y_std
+        device = self.head.weight.device
+        self.y_mean = torch.tensor(cfg.y_mean, dtype=torch.float32, device=device)
+        self.y_std = torch.tensor(cfg.y_std, dtype=torch.float32, device=device)
 
     def embed(self, x_cat: torch.Tensor) -> torch.Tensor:
         return torch.cat([e(x_cat[:, i]) for i, e in enumerate(self.embeds)], dim=1)
@@ -223,6 +302,8 @@ class TabularNet(nn.Module):
         if self.config.y_range is not None:
             lo, hi = self.config.y_range
             x = torch.sigmoid(x) * (hi - lo) + lo
+        elif self.y_std is not None:
+            x = x * self.y_std + self.y_mean
         return x
 
     def embedding_weights(self) -> dict[str, torch.Tensor]:
@@ -244,15 +325,28 @@ class TabularNet(nn.Module):
         )
 
 
-def loss_fn(task: str, out: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
-    """The task's training loss, weighted by ``w`` when given (weights normalised to mean 1 per batch)."""
+def loss_fn(
+    task: str,
+    out: torch.Tensor,
+    y: torch.Tensor,
+    w: torch.Tensor | None,
+    y_std: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The task's training loss, weighted by ``w`` when given (weights normalised to mean 1 per batch).
+
+    Regression: the mean squared error in units of ``y_std`` (the target's standard deviation, when
+    the net standardises it), i.e. the MSE of the standardised target.
+    """
     out = out.float()
     if task == "binary":
         per = nn.functional.binary_cross_entropy_with_logits(out.squeeze(1), y, reduction="none")
     elif task == "multiclass":
         per = nn.functional.cross_entropy(out, y, reduction="none")
     else:
-        per = ((out - y.view(out.shape)) ** 2).mean(dim=1)
+        err = out - y.view(out.shape)
+        if y_std is not None:
+            err = err / y_std
+        per = (err**2).mean(dim=1)
     if w is None:
         return per.mean()
     return (per * w).sum() / w.sum().clamp_min(1e-12)

@@ -51,3 +51,37 @@ class OneCycle:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# ---- how long to train: one rule from the number of training rows -----------------------------------
+#: ``auto_batch_size``: aim for about this many optimizer steps per epoch on small tables
+STEPS_PER_EPOCH = 64
+MIN_BATCH, MAX_BATCH = 32, 1024
+#: ``auto_epochs``: aim for at least this many optimizer steps in the whole run
+MIN_TOTAL_STEPS = 600
+MIN_EPOCHS, MAX_EPOCHS = 5, 20
+
+
+def auto_batch_size(n_rows: int) -> int:
+    """The default batch size for ``n_rows`` training rows: the largest power of two at most
+    ``n_rows / 64``, within ``[32, 1024]``.
+
+    So a table of a few thousand rows still gets about 64 optimizer steps per epoch (2,000 rows: batch
+    32), while large tables keep the course's 1,024 (from 65,536 rows up), where per-step overhead
+    matters more than the number of steps.
+    """
+    if n_rows < 1:
+        raise ValueError(f"n_rows must be >= 1, got {n_rows}")
+    b = 1 << max(0, int(math.floor(math.log2(max(n_rows / STEPS_PER_EPOCH, 1.0)))))
+    return int(min(MAX_BATCH, max(MIN_BATCH, b)))
+
+
+def auto_epochs(n_rows: int, batch_size: int) -> int:
+    """The default number of epochs: enough for ``MIN_TOTAL_STEPS`` (600) optimizer steps, within
+    ``[5, 20]`` (2,000 rows at batch 32: 10 epochs; 100,000 rows at batch 1,024: 6; 300,000: 5).
+
+    The held-out slice (``valid_fraction`` of the estimators) keeps the best epoch, so a small table that
+    starts to overfit before the end loses nothing to the longer run.
+    """
+    steps = max(1, math.ceil(n_rows / max(1, batch_size)))
+    return int(min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(MIN_TOTAL_STEPS / steps))))

@@ -11,6 +11,7 @@ identically on all ranks so that they stay in lock-step. With one process none o
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ctypes
 import logging
@@ -31,13 +32,13 @@ from . import distributed
 from ._io import atomic_path
 from .callbacks import Callback, CallbackList
 from .data import TensorData
-from .device import amp_dtype, resolve_device
+from .device import amp_dtype, resolve_device, torch_threads, training_threads
 from .exceptions import FormatError, TrainingDivergedError
 from .metrics import MONITOR, task_metrics
 from .model import TabularNet, loss_fn, to_prediction
 from .optim import GroupedOptimizer, configure_optimizer, set_hyper
 from .preprocessing import N_RESERVED, UNKNOWN
-from .schedule import OneCycle
+from .schedule import MAX_BATCH, MIN_EPOCHS, OneCycle, auto_batch_size, auto_epochs
 
 log = logging.getLogger("embedkit")
 
@@ -49,8 +50,10 @@ CHECKPOINT_VERSION = 2
 class TrainConfig:
     """How to train. Defaults are the course's: batch 1024, one-cycle, AdamW, lr from ``lr_find``."""
 
-    epochs: int = 5
-    batch_size: int = 1024
+    # None: chosen from the number of training rows (embedkit.schedule.auto_epochs / auto_batch_size:
+    # 32 to 1,024 rows a batch, about 64 steps an epoch on small tables; 5 to 20 epochs, >= 600 steps)
+    epochs: int | None = None
+    batch_size: int | None = None
     lr: float | None = None  # peak learning rate; None = the lr_find suggestion
     weight_decay: float = 0.01  # decoupled (AdamW); never on biases or batch-norm
     # whether embedding tables get weight decay too. Off: decoupled decay shrinks a weight by lr*wd per
@@ -69,6 +72,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA (bf16 where supported)
+    # CPU threads of torch while training (and in the LR finder). None: one below batch 256, else every
+    # CPU the process may use (affinity and cgroup quota; embedkit.device.training_threads)
+    threads: int | None = None
     eval_batch_size: int = 16384
     checkpoint_dir: str | None = None  # where checkpoint.pt is written after every epoch
 
@@ -161,7 +167,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
         self.history = History()
         self.stop_training = False
-        self.batch_size = self.config.batch_size
+        # the batch size and the number of epochs of this run: the config's, or chosen from the training
+        # rows by plan() (called by fit and by the LR finder)
+        self.batch_size = self.config.batch_size or MAX_BATCH
+        self.epochs = self.config.epochs or MIN_EPOCHS
         self.global_step = 0
         self.epoch = 0
         self.optimizer: GroupedOptimizer | None = None
@@ -170,6 +179,7 @@ class Trainer:
             Path(self.config.checkpoint_dir) / CHECKPOINT_NAME if self.config.checkpoint_dir else None
         )
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._warned_undefined = False  # the NaN-validation-metric warning: once per trainer
         self._last_good_state: dict[str, torch.Tensor] | None = None
         # data parallelism: the module that trains (the DDP wrapper during a distributed fit, else the
         # model), this rank and the number of ranks, and the training rows each rank sees per epoch
@@ -189,6 +199,14 @@ class Trainer:
         """Optimizer steps per epoch (on each rank: every rank takes the same number)."""
         return max(1, math.ceil(self._n_local / self.batch_size))
 
+    def plan(self, n_rows: int) -> tuple[int, int]:
+        """Set the batch size and the number of epochs for ``n_rows`` training rows (per process): the
+        config's where set, else :func:`~embedkit.schedule.auto_batch_size` / ``auto_epochs``."""
+        cfg = self.config
+        self.batch_size = int(cfg.batch_size) if cfg.batch_size else auto_batch_size(n_rows)
+        self.epochs = int(cfg.epochs) if cfg.epochs else auto_epochs(n_rows, self.batch_size)
+        return self.batch_size, self.epochs
+
     @property
     def is_distributed(self) -> bool:
         """True while ``fit`` trains with DistributedDataParallel (more than one process)."""
@@ -201,7 +219,8 @@ class Trainer:
         resume_from: str | Path | None = None,
         lr: float | None = None,
     ) -> History:
-        """Train for ``config.epochs`` epochs (continuing a checkpoint when ``resume_from`` is given)."""
+        """Train for ``config.epochs`` epochs, or as many as :meth:`plan` chooses (continuing a checkpoint
+        when ``resume_from`` is given)."""
         cfg = self.config
         self._train = train.to(self.device)
         self._valid = valid.to(self.device) if valid is not None else None
@@ -219,6 +238,7 @@ class Trainer:
                 f"the training data has {self._n_train} rows for {self._world} processes; each process "
                 "needs at least one row: use more data or fewer processes"
             )
+        self.plan(self._n_local)
         peak = lr if lr is not None else cfg.lr
         if peak is None:
             raise ValueError("no learning rate: set TrainConfig.lr or run lr_find() and pass its suggestion")
@@ -233,9 +253,23 @@ class Trainer:
         # one rank would stop at a batch where the others go on
         self._per_batch = self.device.type == "cpu" or distributed.any_rank(self._listens_to_batches())
         self.stop_training = False
+        with self.cpu_threads():
+            self._fit_epochs(start_epoch)
+        if cfg.restore_best and self._best_state is not None:
+            self.model.load_state_dict(self._best_state)
+        return self.history
+
+    def cpu_threads(self) -> contextlib.AbstractContextManager[None]:
+        """The torch thread count of this run (``TrainConfig.threads``) for the block, on the CPU."""
+        if self.device.type != "cpu":
+            return contextlib.nullcontext()
+        return torch_threads(training_threads(self.config.threads, self.batch_size))
+
+    def _fit_epochs(self, start_epoch: int) -> None:
+        cfg = self.config
         self.callbacks.notify("on_train_begin", self)
         try:
-            for epoch in range(start_epoch, cfg.epochs):
+            for epoch in range(start_epoch, self.epochs):
                 self.epoch = epoch
                 # dropout draws from torch's global generator: seeding it per epoch makes CPU runs
                 # reproducible, a resumed run included (each rank draws its own masks)
@@ -264,9 +298,6 @@ class Trainer:
         finally:
             self._net, self._per_batch = None, None
             self.callbacks.notify("on_train_end", self)
-        if cfg.restore_best and self._best_state is not None:
-            self.model.load_state_dict(self._best_state)
-        return self.history
 
     # ---- one epoch -----------------------------------------------------------------------------
     def _new_optimizer(self) -> GroupedOptimizer:
@@ -280,7 +311,7 @@ class Trainer:
         cfg = self.config
         self.schedule = OneCycle(
             self.lr_max,
-            cfg.epochs * self.steps_per_epoch,
+            self.epochs * self.steps_per_epoch,
             cfg.pct_start,
             cfg.div,
             cfg.final_div,
@@ -434,7 +465,7 @@ class Trainer:
         net = self._net if self._net is not None else self.model
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
             out = net(x_cat, x_cont)
-        loss = loss_fn(self.task, out, y, w)
+        loss = loss_fn(self.task, out, y, w, self.model.y_std)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer.optimizers[0])
@@ -511,7 +542,23 @@ class Trainer:
             return {}
         pred = self.predict_tensors(self._valid)
         w = None if self._valid.w is None else self._valid.w.cpu().numpy()
-        m = task_metrics(self.task, self._valid.y.cpu().numpy(), pred, w, self.model.config.n_classes)
+        y = self._valid.y.cpu().numpy()
+        m = task_metrics(self.task, y, pred, w, self.model.config.n_classes)
+        undefined = [f"valid_{k}" for k, v in m.items() if not math.isfinite(v)]
+        if undefined and not self._warned_undefined:
+            self._warned_undefined = True
+            why = (
+                f"its {len(y)} row(s) hold a single class"
+                if self.task != "regression" and len(np.unique(y)) < 2
+                else f"it has {len(y)} row(s)"
+            )
+            log.warning(
+                "validation metric(s) %s are undefined (NaN) on the validation data: %s. The best epoch "
+                "and early stopping then follow the defined metrics only; give the validation data more "
+                "rows (and both classes) for a meaningful score",
+                ", ".join(undefined),
+                why,
+            )
         return {f"valid_{k}": v for k, v in m.items()}
 
     @property
@@ -548,6 +595,7 @@ class Trainer:
             "version": CHECKPOINT_VERSION,
             "next_epoch": next_epoch,
             "batch_size": self.batch_size,
+            "epochs": self.epochs,
             "lr_max": self.lr_max,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -570,7 +618,12 @@ class Trainer:
         # under DDP only rank 0 needs the file: it reads it and hands the state to the other ranks
         state = distributed.run_on_main(lambda: read_checkpoint(path))
         self.model.load_state_dict(state["model"])
+        saved_cfg = (state.get("architecture") or {}).get("config") or {}
+        if saved_cfg.get("y_std") is not None and self.task == "regression":
+            # the target scale lives in the config, not in the weights: take the checkpoint's
+            self.model.set_target_scale(saved_cfg["y_mean"], saved_cfg["y_std"])
         self.batch_size = int(state["batch_size"])
+        self.epochs = int(state.get("epochs") or self.epochs)
         self.lr_max = float(state["lr_max"])
         self.optimizer = self._new_optimizer()
         try:

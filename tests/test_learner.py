@@ -13,7 +13,10 @@ SPEC = FeatureSpec(target="y", categorical=["cat", "other"], continuous=["x"], d
 
 def _fit(df, task=None, epochs=6, **tc):
     cfg = TrainConfig(epochs=epochs, batch_size=128, lr=2e-2, **tc)
-    learn = Learner.from_frame(df, SPEC, task=task, net_config=NetConfig(layers=[32, 16]), train_config=cfg)
+    # a small init spread: what the vectors show is then what training put there (at the default 1.0,
+    # six epochs leave most of each category's random start in place)
+    net = NetConfig(layers=[32, 16], emb_init_std=0.01)
+    learn = Learner.from_frame(df, SPEC, task=task, net_config=net, train_config=cfg)
     learn.fit(df)
     return learn
 

@@ -13,7 +13,8 @@ def _net(task="binary", **kw):
 
 def test_default_embedding_width_rule():
     assert default_emb_dim(10) == round(1.6 * 10**0.56)
-    assert default_emb_dim(10**7) == 600
+    assert default_emb_dim(10**7) == 12  # the default cap (NetConfig.max_emb_dim)
+    assert default_emb_dim(10**7, max_dim=600) == 600
     net = _net(emb_dims={"b": 7})
     assert net.emb_dims == [default_emb_dim(10), 7]
 
@@ -143,7 +144,7 @@ def test_learners_with_one_init_seed_start_shared_categories_at_the_same_vector(
 
     def initial(frame, **kw):
         cfg = NetConfig(emb_dims={"c": 4}, emb_init_std=1.0, **kw)
-        learn = Learner.from_frame(frame, spec, net_config=cfg)
+        learn = Learner.from_frame(frame, spec, net_config=cfg, min_frequency=1)
         table = learn.embedding_tables()["c"]
         return table, dict(zip(table.vocab.index, table.weights[2:], strict=True))
 

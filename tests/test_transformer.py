@@ -538,7 +538,7 @@ def test_fit_without_tables_trains_through_fit_tables(fake_learner):
     df = make_frame()
     y = (df["price"] > 0).astype(int).to_numpy()
     et = EmbeddingTransformer(
-        task="binary", epochs=3, net_params={"lr": 0.1}, random_state=7, device="cpu"
+        task="binary", epochs=3, net_params={"lr": 0.1}, random_state=7, device="cpu", cv=None
     ).fit(df, y)
     assert len(fake_learner) == 1
     call = fake_learner[0]
@@ -719,7 +719,15 @@ def test_cross_fit_keeps_a_memorised_noise_column_out_of_the_downstream_model():
     )
     X, y = df[["cat", "noise", "x"]], df["y"].to_numpy()
     fit_rows, valid_rows = slice(0, 2000), slice(2000, None)
-    net = {"emb_dims": {"noise": 4, "cat": 2}, "layers": [32, 16], "lr": 2e-2, "batch_size": 64}
+    # a small init and every id kept (min_frequency 1): what the net memorises is then all there is
+    net = {
+        "emb_dims": {"noise": 4, "cat": 2},
+        "layers": [32, 16],
+        "lr": 2e-2,
+        "batch_size": 64,
+        "emb_init_std": 0.01,
+        "min_frequency": 1,
+    }
     found = {}
     for cv in (None, 3):
         et = EmbeddingTransformer(
