@@ -7,11 +7,18 @@ explicit allow-list of types, never plain pickle).
 
 Layout::
 
-    servable.json     format version, kind ("net" | "pipeline"), task, classes, input schema, details
+    servable.json     format version, kind ("net" | "pipeline" | "baseline"), task, classes, input
+                      schema, details
     bundle/           kind "net": the model bundle (embedkit.bundle)
     tables/           kind "pipeline": the embedding tables the transformer reads
-    estimator.txt     kind "pipeline" with LightGBM: the booster's text model
-    estimator.skops   kind "pipeline" with another scikit-learn estimator
+    encoder.skops     kind "baseline": the scikit-learn encoder of the raw columns (ordinal, one-hot or
+                      target encoding; no embedding tables)
+    estimator.txt     kinds "pipeline" and "baseline" with LightGBM: the booster's text model
+    estimator.skops   kinds "pipeline" and "baseline" with another scikit-learn estimator
+
+A "baseline" is one of the comparison models of the downstream step (an encoding other than the
+embeddings, then LightGBM, a random forest or k-NN): packaged so that the pipeline's register step can
+choose it when it beats the embedding models, and serve it the same way.
 """
 
 from __future__ import annotations
@@ -31,8 +38,18 @@ from .outputs import class_index, proba_from_raw
 SERVABLE_FORMAT_VERSION = 1
 SERVABLE_FILE = "servable.json"
 
-#: scikit-learn types a skops estimator file may contain; anything else is refused at load.
-TRUSTED_SKOPS_PREFIXES = ("sklearn.", "numpy.", "builtins.", "collections.")
+#: scikit-learn types (and the numpy and scipy.sparse arrays they hold, e.g. k-NN's one-hot training
+#: matrix) a skops file may contain; anything else is refused at load.
+TRUSTED_SKOPS_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections.")
+#: functions of embedkit itself a skops file may name (exact names: a baseline encoder's string cast)
+TRUSTED_SKOPS_NAMES = ("embedkit.serving.categories_as_strings",)
+
+
+def categories_as_strings(X: Any) -> np.ndarray:
+    """Categorical values as strings (missing values as ``"<missing>"``): what scikit-learn's encoders
+    want. The first step of a baseline's encoder, here so that a servable names no training code."""
+    df = pd.DataFrame(X)
+    return df.astype(object).where(df.notna(), "<missing>").astype(str).to_numpy(dtype=object)
 
 
 def input_schema_from_preprocessor(pre: Any) -> list[dict[str, Any]]:
@@ -201,7 +218,6 @@ def save_pipeline_servable(
     """
     from .tables import write_tables
 
-    est_type = type(estimator).__module__.split(".")[0]
     details: dict[str, Any] = {
         "transformer": {
             "params": _transformer_params(transformer),
@@ -211,18 +227,84 @@ def save_pipeline_servable(
     }
     with atomic_dir(path) as tmp:
         write_tables(tmp / "tables", transformer.tables_, source=getattr(transformer.tables_, "source", None))
-        if est_type == "lightgbm":
-            booster = estimator.booster_ if hasattr(estimator, "booster_") else estimator
-            booster.save_model(str(tmp / "estimator.txt"))
-            details["estimator"] = {"format": "lightgbm", "file": "estimator.txt"}
-        else:
-            import skops.io as sio
-
-            sio.dump(estimator, tmp / "estimator.skops")
-            details["estimator"] = {"format": "skops", "file": "estimator.skops"}
+        details["estimator"] = _save_estimator(estimator, tmp)
         meta = _meta("pipeline", name, task, classes, input_schema, metrics, details)
         (tmp / SERVABLE_FILE).write_text(json.dumps(meta, indent=2, default=str))
     return Path(path)
+
+
+def save_baseline_servable(
+    path: str | Path,
+    *,
+    encoder: Any,
+    estimator: Any,
+    task: str,
+    classes: list[Any] | None,
+    input_schema: list[dict[str, Any]],
+    name: str | None = None,
+    metrics: dict[str, float] | None = None,
+) -> Path:
+    """Package a fitted scikit-learn encoder of the raw columns and the estimator fitted on its output
+    (kind "baseline"). The encoder takes a DataFrame of the ``input_schema`` columns; the estimator was
+    fitted with the target as class ids ``0..k-1`` (classifiers) or values (regression)."""
+    import skops.io as sio
+
+    details: dict[str, Any] = {
+        "feature_columns": [c["name"] for c in input_schema],
+        "estimator_class": f"{type(estimator).__module__}.{type(estimator).__name__}",
+        "encoder": {"format": "skops", "file": "encoder.skops"},
+    }
+    with atomic_dir(path) as tmp:
+        sio.dump(encoder, tmp / "encoder.skops")
+        details["estimator"] = _save_estimator(estimator, tmp)
+        meta = _meta("baseline", name, task, classes, input_schema, metrics, details)
+        (tmp / SERVABLE_FILE).write_text(json.dumps(meta, indent=2, default=str))
+    return Path(path)
+
+
+def _save_estimator(estimator: Any, folder: Path) -> dict[str, str]:
+    """LightGBM as its booster's text model, any other scikit-learn estimator with skops."""
+    if type(estimator).__module__.split(".")[0] == "lightgbm":
+        booster = estimator.booster_ if hasattr(estimator, "booster_") else estimator
+        booster.save_model(str(folder / "estimator.txt"))
+        return {"format": "lightgbm", "file": "estimator.txt"}
+    import skops.io as sio
+
+    sio.dump(estimator, folder / "estimator.skops")
+    return {"format": "skops", "file": "estimator.skops"}
+
+
+def _load_skops(file: Path) -> Any:
+    """A skops file whose every type is on the allow-list (else FormatError, before anything loads)."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=file)
+    refused = [
+        t for t in untrusted if not t.startswith(TRUSTED_SKOPS_PREFIXES) and t not in TRUSTED_SKOPS_NAMES
+    ]
+    if refused:
+        raise FormatError(f"{file} contains types outside the allow-list: {refused}")
+    return sio.load(file, trusted=untrusted)
+
+
+def _load_estimator(path: Path, est: dict[str, Any], task: str) -> Any:
+    """``predict_raw(x)`` of a saved estimator: P(class 1), class probabilities, or values."""
+    if est["format"] == "lightgbm":
+        import lightgbm as lgb
+
+        booster = lgb.Booster(model_file=str(path / est["file"]))
+        return lambda x: booster.predict(x)
+    if est["format"] == "skops":
+        model = _load_skops(path / est["file"])
+
+        def predict_raw(x: Any) -> np.ndarray:
+            if task == "regression":
+                return model.predict(x)
+            p = model.predict_proba(x)
+            return p[:, 1] if task == "binary" else p
+
+        return predict_raw
+    raise FormatError(f"{path}: unknown estimator format {est['format']!r}")
 
 
 def _transformer_params(transformer: Any) -> dict[str, Any]:
@@ -257,7 +339,8 @@ def _meta(
 
 # ---- loading -------------------------------------------------------------------------------------
 def load_servable(path: str | Path) -> Servable:
-    """Load a servable directory written by :func:`save_net_servable` or :func:`save_pipeline_servable`."""
+    """Load a servable directory written by :func:`save_net_servable`, :func:`save_pipeline_servable` or
+    :func:`save_baseline_servable`."""
     path = Path(path)
     f = path / SERVABLE_FILE
     if not f.exists():
@@ -280,6 +363,8 @@ def load_servable(path: str | Path) -> Servable:
         return Servable(path, meta, tables, pred.predict_raw, predictor=pred)
     if meta["kind"] == "pipeline":
         return _load_pipeline(path, meta)
+    if meta["kind"] == "baseline":
+        return _load_baseline(path, meta)
     raise FormatError(f"{f}: unknown servable kind {meta['kind']!r}")
 
 
@@ -292,34 +377,26 @@ def _load_pipeline(path: Path, meta: dict[str, Any]) -> Servable:
     transformer = EmbeddingTransformer(tables=tables, **tmeta["params"])
     empty = pd.DataFrame({c: pd.Series([], dtype=_dtype_for(c, meta)) for c in tmeta["feature_names_in"]})
     transformer.fit(empty)
-    est = meta["estimator"]
-    task = meta["task"]
-    if est["format"] == "lightgbm":
-        import lightgbm as lgb
+    estimator = _load_estimator(path, meta["estimator"], meta["task"])
+    columns = tmeta["feature_names_in"]
 
-        booster = lgb.Booster(model_file=str(path / est["file"]))
+    def predict_raw(df: pd.DataFrame) -> np.ndarray:
+        return estimator(np.asarray(transformer.transform(df[columns])))
 
-        def predict_raw(df: pd.DataFrame) -> np.ndarray:
-            return booster.predict(np.asarray(transformer.transform(df[tmeta["feature_names_in"]])))  # type: ignore
-    elif est["format"] == "skops":
-        import skops.io as sio
-
-        file = path / est["file"]
-        untrusted = sio.get_untrusted_types(file=file)
-        refused = [t for t in untrusted if not t.startswith(TRUSTED_SKOPS_PREFIXES)]
-        if refused:
-            raise FormatError(f"{file} contains types outside the allow-list: {refused}")
-        model = sio.load(file, trusted=untrusted)
-
-        def predict_raw(df: pd.DataFrame) -> np.ndarray:
-            x = np.asarray(transformer.transform(df[tmeta["feature_names_in"]]))
-            if task == "regression":
-                return model.predict(x)
-            p = model.predict_proba(x)
-            return p[:, 1] if task == "binary" else p
-    else:
-        raise FormatError(f"{path}: unknown estimator format {est['format']!r}")
     return Servable(path, meta, tables, predict_raw)
+
+
+def _load_baseline(path: Path, meta: dict[str, Any]) -> Servable:
+    from .tables import EmbeddingTables
+
+    encoder = _load_skops(path / meta["encoder"]["file"])
+    estimator = _load_estimator(path, meta["estimator"], meta["task"])
+    columns = meta["feature_columns"]
+
+    def predict_raw(df: pd.DataFrame) -> np.ndarray:
+        return estimator(encoder.transform(df[columns]))
+
+    return Servable(path, meta, EmbeddingTables([]), predict_raw)
 
 
 def _dtype_for(column: str, meta: dict[str, Any]) -> str:

@@ -84,6 +84,13 @@ def _parser() -> argparse.ArgumentParser:
         help="train with N processes on this machine (DistributedDataParallel through torchrun: gloo on "
         "CPUs, NCCL with one GPU per process); default 1",
     )
+    sp.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads for training (the same as --set train.threads=N); default: one below batch "
+        "256, else the CPUs this process may use",
+    )
 
     sp = sub.add_parser("downstream", help="fit LightGBM / RandomForest / k-NN on the embeddings + baselines")
     common(sp)
@@ -146,6 +153,8 @@ def _signals() -> Iterator[None]:
 
 # ---- commands --------------------------------------------------------------------------------------
 def _config(args: argparse.Namespace, default: Path | None = None) -> PipelineConfig:
+    if getattr(args, "threads", None) is not None:
+        args.overrides = [*args.overrides, f"train.threads={args.threads}"]
     path = args.config or default
     return load_config(path, args.overrides)
 

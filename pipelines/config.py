@@ -31,6 +31,8 @@ ESTIMATORS: tuple[Estimator, ...] = ("lightgbm", "random_forest", "knn")
 BASELINE_ENCODERS = ("ordinal", "onehot", "target")
 #: The candidate name of the net trained by the ``train`` step.
 NET = "net"
+#: ``register.candidates`` entry meaning every model the runs hold (the net, embedding models, baselines).
+ALL_CANDIDATES = "all"
 #: Metrics a candidate can be selected by, and whether bigger is better.
 METRIC_MODES = {
     "valid_auc": "max",
@@ -86,7 +88,9 @@ class DataConfig(_Section):
     continuous: list[str] | None = None
     dates: list[str] | None = None
     ignore: list[str] = Field(default_factory=list)
-    min_frequency: int = Field(default=1, ge=1)  # rarer categories fold into the "unknown" row
+    min_frequency: int = Field(
+        default=2, ge=1
+    )  # rarer categories fold into the "unknown" row (embedkit's default)
     split: SplitConfig = SplitConfig()
 
     @property
@@ -112,10 +116,12 @@ class NetSection(_Section):
     dropout: list[float] | float | None = None
     emb_dropout: float | None = Field(default=None, ge=0, lt=1)
     emb_dims: dict[str, Annotated[int, Field(gt=0)]] | None = None
+    max_emb_dim: int | None = Field(default=None, gt=0)
     emb_init_std: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     use_bn: bool | None = None
     bn_cont: bool | None = None
     y_range: Annotated[tuple[float, float], Strict(False)] | None = None
+    standardize_target: bool | None = None
     sparse_embeddings: bool | None = None
 
 
@@ -148,6 +154,7 @@ class TrainSection(_Section):
     device: str | None = None
     amp: bool | None = None
     eval_batch_size: int | None = Field(default=None, gt=0)
+    threads: int | None = Field(default=None, ge=1)  # CPU threads; left out: embedkit's rule
     lr_find: LRFindConfig = LRFindConfig()
 
     def overrides(self) -> dict[str, Any]:
@@ -225,7 +232,10 @@ class RegisterConfig(_Section):
     alias: str = "champion"
     select_by: str = "valid_auc"
     mode: Literal["max", "min"] | None = None  # default: max for auc/accuracy, min for losses and errors
-    candidates: list[str] = Field(default_factory=lambda: [NET, *ESTIMATORS])
+    # "all": the net and every downstream model, the baselines included (the honest default: the best
+    # model by select_by wins, whether or not it uses the embeddings); or a list of names: "net",
+    # "lightgbm" (on the embeddings), ..., "ordinal+lightgbm" (a baseline), ...
+    candidates: list[str] = Field(default_factory=lambda: [ALL_CANDIDATES])
 
     @field_validator("alias")
     @classmethod
@@ -251,12 +261,13 @@ class RegisterConfig(_Section):
     @field_validator("candidates")
     @classmethod
     def _check_candidates(cls, v: list[str]) -> list[str]:
-        allowed = [NET, *ESTIMATORS]
-        bad = [c for c in v if c not in allowed]
+        allowed = [ALL_CANDIDATES, NET, *ESTIMATORS]
+        baselines = [f"{e}+{m}" for e in BASELINE_ENCODERS for m in ESTIMATORS]
+        bad = [c for c in v if c not in allowed and c not in baselines]
         if bad or not v:
             raise ValueError(
-                f"{v!r}: each must be one of {allowed} (baselines are for "
-                "comparison only and cannot be registered)"
+                f"{v!r}: each must be 'all', 'net', an estimator on the embeddings {list(ESTIMATORS)} "
+                "or a baseline '<encoder>+<estimator>' such as 'ordinal+lightgbm'"
             )
         return v
 

@@ -148,7 +148,9 @@ def _fit_one(
         TAG_MODEL: name,
         TAG_ENCODER: encoder,
         "embedkit.estimator": estimator,
-        tracking.TAG_CANDIDATE: str(not baseline).lower(),
+        # every model is a candidate of the register step: a baseline that beats the embedding
+        # models is the honest choice
+        tracking.TAG_CANDIDATE: "true",
         "embedkit.baseline": str(baseline).lower(),
         tracking.TAG_TRAIN_RUN: train_run_id,
     }
@@ -193,9 +195,13 @@ def _fit_one(
             ).items()
         }
         tracking.log_metrics({**metrics, "fit_seconds": fit_s, "predict_seconds": predict_s})
-        if not baseline:
+        if baseline:
+            servable = _save_baseline(
+                work / name, model, tables, categorical, continuous, data, name, metrics
+            )
+        else:
             servable = _save_servable(work / name, et, model, data, name, metrics)
-            tracking.log_artifacts(servable, "servable")
+        tracking.log_artifacts(servable, "servable")
         log.info("%s: %s (fit %.1fs)", run_name, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), fit_s)
     return {
         "model": run_name,
@@ -228,6 +234,32 @@ def _save_servable(
         path,
         transformer=transformer,
         estimator=estimator,
+        task=data.task,
+        classes=data.target.classes,
+        input_schema=schema,
+        name=name,
+        metrics=metrics,
+    )
+
+
+def _save_baseline(
+    path: Path,
+    model: Any,
+    tables: Any,
+    categorical: list[str],
+    continuous: list[str],
+    data: Dataset,
+    name: str,
+    metrics: dict[str, float],
+) -> Path:
+    from embedkit.serving import save_baseline_servable
+
+    schema = [{"name": c, "role": "categorical", "kind": tables[c].vocab.kind} for c in categorical]
+    schema += [{"name": c, "role": "continuous", "kind": "number"} for c in continuous]
+    return save_baseline_servable(
+        path,
+        encoder=model[:-1],
+        estimator=model[-1],
         task=data.task,
         classes=data.target.classes,
         input_schema=schema,
@@ -308,12 +340,44 @@ def _tables_from_run(run_id: str, data: Dataset) -> tuple[Any, dict[str, Any]]:
 # ---- the comparison --------------------------------------------------------------------------------
 def _log_comparison(rows: list[dict[str, Any]], task: str) -> None:
     frame = pd.DataFrame(rows)
-    tracking.log_text(frame.to_csv(index=False), "comparison/comparison.csv")
-    tracking.log_text(markdown_table(frame), "comparison/comparison.md")
-    tracking.log_dict({"task": task, "rows": rows}, "comparison/comparison.json")
     metric = "valid_auc" if task != "regression" else "valid_rmse"
+    lines = verdict(rows, metric)
+    for line in lines:
+        log.info("%s", line)
+    tracking.log_text(frame.to_csv(index=False), "comparison/comparison.csv")
+    tracking.log_text(
+        markdown_table(frame) + "\n" + "\n".join(f"- {line}" for line in lines) + "\n",
+        "comparison/comparison.md",
+    )
+    tracking.log_dict({"task": task, "rows": rows, "verdict": lines}, "comparison/comparison.json")
     if metric in frame.columns:
-        tracking.log_figure(plots.comparison_figure(rows, metric), "plots/comparison.png")
+        tracking.log_figure(plots.comparison_figure(rows, metric, lines[:1]), "plots/comparison.png")
+
+
+def verdict(rows: list[dict[str, Any]], metric: str) -> list[str]:
+    """Plain sentences: which model is best by ``metric``, and for each estimator whether the embeddings
+    beat its best baseline (the same estimator on ordinal, one-hot or target encoding)."""
+    better = max if METRIC_MODES.get(metric, "max") == "max" else min
+    scored = [r for r in rows if isinstance(r.get(metric), float) and np.isfinite(r[metric])]
+    if not scored:
+        return []
+    best = better(scored, key=lambda r: r[metric])
+    kind = "a baseline, not an embedding model" if best.get("baseline") else "uses the embeddings"
+    lines = [f"best by {metric}: {best['model']} ({best[metric]:.4f}; {kind})"]
+    for est in dict.fromkeys(
+        r["estimator"] for r in scored if not r.get("baseline") and r["estimator"] != "net"
+    ):
+        emb = [r for r in scored if r["estimator"] == est and not r.get("baseline")]
+        base = [r for r in scored if r["estimator"] == est and r.get("baseline")]
+        if not emb or not base:
+            continue
+        e, b = emb[0], better(base, key=lambda r: r[metric])
+        helped = better(e[metric], b[metric]) == e[metric] and e[metric] != b[metric]
+        lines.append(
+            f"{est}: embeddings {e[metric]:.4f} vs {b['model']} {b[metric]:.4f}: the embeddings "
+            + ("helped" if helped else "did NOT help")
+        )
+    return lines
 
 
 def markdown_table(frame: pd.DataFrame) -> str:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 
 def _classes(name: str, task: str) -> Any:
     classify = task != "regression"
@@ -64,12 +61,6 @@ def make_estimator(name: str, task: str, params: dict[str, Any], seed: int, *, s
     return est
 
 
-def as_strings(X: Any) -> np.ndarray:
-    """Categorical values as strings (missing values as ``"<missing>"``): what sklearn's encoders want."""
-    df = pd.DataFrame(X)
-    return df.astype(object).where(df.notna(), "<missing>").astype(str).to_numpy(dtype=object)
-
-
 def make_baseline(
     encoder: str,
     estimator: str,
@@ -107,7 +98,10 @@ def make_baseline(
             enc = TargetEncoder(target_type=target_type, random_state=seed)
     else:
         raise ValueError(f"unknown baseline encoder {encoder!r}")
-    to_str = FunctionTransformer(as_strings, feature_names_out="one-to-one")
+    from embedkit.serving import categories_as_strings
+
+    # a function of embedkit's serving layer, so that the saved encoder names no pipelines code
+    to_str = FunctionTransformer(categories_as_strings, feature_names_out="one-to-one")
     num: Any = "passthrough"
     if encoder == "onehot":
         num = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())

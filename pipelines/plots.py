@@ -93,8 +93,8 @@ def projection_figure(table: Any, n_labels: int = 15, max_points: int = 5000) ->
     return fig
 
 
-def comparison_figure(rows: list[dict[str, Any]], metric: str) -> Figure:
-    """A bar per model of ``metric`` (rows without it are left out)."""
+def comparison_figure(rows: list[dict[str, Any]], metric: str, notes: list[str] | None = None) -> Figure:
+    """A bar per model of ``metric`` (rows without it are left out); ``notes`` go under the title."""
     have = [r for r in rows if r.get(metric) is not None and np.isfinite(r[metric])]
     fig = Figure(figsize=(7, 0.5 * max(len(have), 2) + 1.5))
     ax = fig.subplots()
@@ -104,7 +104,8 @@ def comparison_figure(rows: list[dict[str, Any]], metric: str) -> Figure:
     for i, v in enumerate(vals):
         ax.annotate(f"{v:.4f}", (v, i), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
     ax.set_xlabel(metric)
-    ax.set_title(f"{metric} by model (orange: baselines)")
+    title = f"{metric} by model (orange: baselines)"
+    ax.set_title(title + "".join(f"\n{n}" for n in notes or []), fontsize=9 if notes else None)
     ax.invert_yaxis()
     if vals:
         lo, hi = min(vals), max(vals)

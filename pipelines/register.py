@@ -1,6 +1,10 @@
 """The ``register`` step: pick the best candidate by ``register.select_by`` and register it as a pyfunc model.
 
-Candidates are the net of a train run and the models on the embeddings of a downstream run (baselines never).
+Candidates are the net of a train run and every model of a downstream run: the models on the embeddings and
+the baselines (ordinal, one-hot or target encoding), so that the registered model is the best one by the
+metric, whether or not it uses the embeddings (``register.candidates`` narrows the choice). Without a
+downstream run id the newest FINISHED downstream run of the train run is used, and with none a warning says
+that the net is the only candidate.
 The chosen model is packaged as a servable (``embedkit.serving``), logged with MLflow's models-from-code
 (``pipelines/pyfunc_model.py``, no pickle) with a signature and an input example, registered as a new version
 of ``register.name``, tagged (servable kind, source runs) and pointed to by ``register.alias``. Every check
@@ -25,7 +29,7 @@ import pandas as pd
 from embedkit.exceptions import FormatError
 
 from . import tracking
-from .config import NET, ConfigError, PipelineConfig
+from .config import ALL_CANDIDATES, NET, ConfigError, PipelineConfig
 from .data import Dataset, load_data
 from .downstream import TAG_MODEL
 
@@ -34,7 +38,11 @@ log = logging.getLogger("pipelines")
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 INPUT_EXAMPLE_ROWS = 5
 _BASE_REQUIREMENTS = ("mlflow", "numpy", "pandas", "pyarrow", "scikit-learn")
-_KIND_REQUIREMENTS = {"net": ("torch", "safetensors"), "pipeline": ("lightgbm", "skops")}
+_KIND_REQUIREMENTS = {
+    "net": ("torch", "safetensors"),
+    "pipeline": ("lightgbm", "skops"),
+    "baseline": ("lightgbm", "skops"),
+}
 
 
 @dataclass
@@ -61,9 +69,10 @@ class RegisterResult:
 def candidates(cfg: PipelineConfig, train_run_id: str, downstream_run_id: str | None) -> list[Candidate]:
     """The configured candidates found in the runs, with their ``select_by`` metric (None when not logged)."""
     metric = cfg.register.select_by
-    wanted = cfg.register.candidates
+    wanted = set(cfg.register.candidates)
+    everything = ALL_CANDIDATES in wanted
     found: list[Candidate] = []
-    if NET in wanted:
+    if everything or NET in wanted:
         train = tracking.get_run(train_run_id)
         if train.tags.get(tracking.TAG_STEP) != "train" or train.status != "FINISHED":
             raise ConfigError(
@@ -75,12 +84,32 @@ def candidates(cfg: PipelineConfig, train_run_id: str, downstream_run_id: str | 
         for child in tracking.child_runs(downstream_run_id):
             name = child.tags.get(TAG_MODEL)
             if (
-                child.tags.get(tracking.TAG_CANDIDATE) == "true"
-                and name in wanted
+                name is not None
+                and child.tags.get(tracking.TAG_CANDIDATE) == "true"
+                and (everything or name in wanted)
                 and child.status == "FINISHED"
             ):
                 found.append(Candidate(name, child.run_id, child.metrics.get(metric)))
     return found
+
+
+def find_downstream_run(train_run_id: str) -> str | None:
+    """The newest FINISHED downstream run of ``train_run_id`` (logged), or None with a warning: then the net
+    is the only candidate, whatever a downstream run would have shown."""
+    runs = tracking.downstream_runs_of(train_run_id)
+    if not runs:
+        log.warning(
+            "no finished downstream run of train run %s: the net is the only candidate. Run "
+            "'embedkit downstream --train-run %s' first to compare it with the downstream models and "
+            "baselines",
+            train_run_id,
+            train_run_id,
+        )
+        return None
+    if len(runs) > 1:
+        log.info("train run %s has %d downstream runs; using the newest", train_run_id, len(runs))
+    log.info("candidates from downstream run %s (the newest of train run %s)", runs[0].run_id, train_run_id)
+    return runs[0].run_id
 
 
 def choose(cands: list[Candidate], metric: str, mode: str) -> Candidate:
@@ -128,6 +157,8 @@ def register(
 
     data = data if data is not None else load_data(cfg)
     rc = cfg.register
+    if downstream_run_id is None:
+        downstream_run_id = find_downstream_run(train_run_id)
     cands = candidates(cfg, train_run_id, downstream_run_id)
     chosen = choose(cands, rc.select_by, rc.resolved_mode)
     log.info(

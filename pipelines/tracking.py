@@ -271,6 +271,21 @@ def child_runs(parent_run_id: str) -> list[RunInfo]:
     return [_info(r) for r in runs]
 
 
+def downstream_runs_of(train_run_id: str) -> list[RunInfo]:
+    """The FINISHED downstream runs made from ``train_run_id``'s tables, newest first."""
+    train = get_run(train_run_id)
+    runs = MlflowClient().search_runs(
+        [train.experiment_id],
+        filter_string=(
+            f"tags.`{TAG_STEP}` = 'downstream' and tags.`{TAG_TRAIN_RUN}` = '{train_run_id}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=100,
+    )
+    return [_info(r) for r in runs]
+
+
 def logged_steps(run_id: str, key: str) -> list[int]:
     return [m.step for m in MlflowClient().get_metric_history(run_id, key)]
 

@@ -139,7 +139,8 @@ def test_train_run_records_params_metrics_and_artifacts(result, tmp_path):
     # the resolved config, flattened: the given keys and embedkit's defaults
     assert train.params["train.epochs"] == "2"
     assert train.params["net.layers"] == "[16, 8]"
-    assert train.params["net.emb_dropout"] == "0.04"
+    assert train.params["net.emb_dropout"] == "None"  # embedkit's default: chosen from the rows
+    assert train.params["net.max_emb_dim"] == "12"
     assert train.params["data.n_train"] == "2400"
     assert 0.5 < train.metrics["valid_auc"] <= 1
     assert {"valid_log_loss", "valid_accuracy", "lr_suggestion", "epochs_run"} <= set(train.metrics)
@@ -164,9 +165,14 @@ def test_tables_artifact_passes_the_format_check(result, tmp_path):
 
 
 def test_plots_are_pngs(result, tmp_path):
-    train_plots = tracking.download_artifacts(result.tags[tracking.TAG_TRAIN_RUN], "plots", tmp_path / "t")
+    from embedkit.tables import load_tables
+
+    run_id = result.tags[tracking.TAG_TRAIN_RUN]
+    train_plots = tracking.download_artifacts(run_id, "plots", tmp_path / "t")
     names = sorted(p.name for p in train_plots.iterdir())
-    assert names == ["curves.png", "embeddings_tailnum.png", "lr_finder.png"]
+    tables = load_tables(tracking.download_artifacts(run_id, "tables", tmp_path / "tables"))
+    most = max(tables.values(), key=lambda t: (t.n_codes, t.dim)).name  # the projection's column
+    assert names == ["curves.png", f"embeddings_{most}.png", "lr_finder.png"]
     comparison = tracking.download_artifacts(
         result.tags[tracking.TAG_DOWNSTREAM_RUN], "plots", tmp_path / "d"
     )
@@ -188,9 +194,10 @@ def test_downstream_child_runs_and_comparison(result, tmp_path):
     for name, child in children.items():
         assert child.status == "FINISHED"
         assert {"valid_auc", "valid_log_loss", "valid_accuracy", "fit_seconds"} <= set(child.metrics), name
-        is_candidate = "+" not in name
-        assert child.tags[tracking.TAG_CANDIDATE] == str(is_candidate).lower()
-        assert ("servable" in tracking.list_artifacts(child.run_id)) == is_candidate
+        # every model, baselines included, is a candidate of register and logs a servable
+        assert child.tags[tracking.TAG_CANDIDATE] == "true"
+        assert child.tags["embedkit.baseline"] == str("+" in name).lower()
+        assert "servable" in tracking.list_artifacts(child.run_id)
     table = json.loads(
         tracking.download_artifacts(downstream_id, "comparison/comparison.json", tmp_path).read_text()
     )
@@ -198,6 +205,14 @@ def test_downstream_child_runs_and_comparison(result, tmp_path):
     assert len(table["rows"]) == 7
     md = tracking.download_artifacts(downstream_id, "comparison/comparison.md", tmp_path).read_text()
     assert md.startswith("| model |") and "target+lightgbm" in md
+    # the comparison says plainly whether the embeddings helped each estimator
+    assert table["verdict"][0].startswith("best by valid_auc: ")
+    for est in ("lightgbm", "knn"):
+        (line,) = [v for v in table["verdict"] if v.startswith(f"{est}: embeddings")]
+        emb = children[est].metrics["valid_auc"]
+        best_base = max(c.metrics["valid_auc"] for n, c in children.items() if n.endswith(f"+{est}"))
+        assert line.endswith("helped") == (emb > best_base), line
+        assert f"- {line}" in md
 
 
 def test_registered_alias_serves_the_servables_predictions(result, tmp_path):
@@ -212,12 +227,16 @@ def test_registered_alias_serves_the_servables_predictions(result, tmp_path):
     assert str(version.version) == result.tags["embedkit.registered_version"]
     chosen = result.tags["embedkit.chosen"]
     assert version.tags["embedkit.model"] == chosen
-    assert version.tags["embedkit.servable_kind"] == ("net" if chosen == "net" else "pipeline")
+    kind = "net" if chosen == "net" else "baseline" if "+" in chosen else "pipeline"
+    assert version.tags["embedkit.servable_kind"] == kind
     assert version.tags[tracking.TAG_TRAIN_RUN] == result.tags[tracking.TAG_TRAIN_RUN]
-    # the best candidate by valid_auc won
+    # the best candidate by valid_auc won, among all of them: the net, the embedding models, the baselines
     register = tracking.get_run(result.tags[tracking.TAG_REGISTER_RUN])
     cands = json.loads(tracking.download_artifacts(register.run_id, "candidates.json", tmp_path).read_text())
     assert chosen == max(cands["candidates"], key=lambda c: c["score"])["name"]
+    assert {c["name"] for c in cands["candidates"]} == {
+        "net", "lightgbm", "random_forest", "knn", "ordinal+lightgbm", "onehot+knn", "target+lightgbm"
+    }  # fmt: skip
 
     model = mlflow.pyfunc.load_model("models:/pipelines-test@champion")
     assert model.metadata.signature is not None
@@ -270,6 +289,53 @@ def test_register_the_net(pipeline, result, tmp_path, capsys):
     np.testing.assert_allclose(
         got["proba_1"].to_numpy(), expected.predict_proba(x)[:, 1], rtol=1e-6, atol=1e-7
     )
+
+
+def test_register_can_choose_a_baseline_and_serves_it(pipeline, result, tmp_path, capsys):
+    import mlflow.pyfunc
+
+    from embedkit.serving import load_servable
+    from pipelines.config import load_config
+    from pipelines.data import load_data
+
+    _, config, _ = pipeline
+    out = run_cli(
+        capsys,
+        "register",
+        "--config",
+        str(config),
+        "--train-run",
+        result.tags[tracking.TAG_TRAIN_RUN],
+        "--downstream-run",
+        result.tags[tracking.TAG_DOWNSTREAM_RUN],
+        "--set",
+        'register.candidates=["ordinal+lightgbm", "onehot+knn"]',
+        "--set",
+        'register.name="pipelines-test-baseline"',
+    )
+    assert out["chosen"] in ("ordinal+lightgbm", "onehot+knn")
+    servable = load_servable(tracking.download_artifacts(out["chosen_run_id"], "servable", tmp_path))
+    assert servable.kind == "baseline" and len(servable.tables) == 0
+    x = load_data(load_config(config)).valid.head(200)[servable.feature_columns]
+    got = mlflow.pyfunc.load_model(out["model_uri"]).predict(x)
+    np.testing.assert_allclose(got["proba_1"].to_numpy(), servable.predict_proba(x)[:, 1], rtol=1e-6)
+    child = tracking.get_run(out["chosen_run_id"])
+    from sklearn.metrics import roc_auc_score
+
+    y = load_data(load_config(config)).valid.head(200)["late"]
+    assert abs(roc_auc_score(y, got["proba_1"]) - child.metrics["valid_auc"]) < 0.15  # the same model
+
+
+def test_register_without_a_downstream_run_finds_the_newest_one(pipeline, result, capsys, caplog):
+    _, config, _ = pipeline
+    train_id = result.tags[tracking.TAG_TRAIN_RUN]
+    with caplog.at_level("INFO", logger="pipelines"):
+        out = run_cli(
+            capsys, "register", "--config", str(config), "--train-run", train_id,
+            "--set", 'register.name="pipelines-test-found"',
+        )  # fmt: skip
+    assert result.tags[tracking.TAG_DOWNSTREAM_RUN] in caplog.text
+    assert len(out_candidates(out["register_run_id"], Path(config).parent / "found")) == 7
 
 
 def test_same_config_and_seed_give_the_same_metrics(pipeline, first_train, capsys):

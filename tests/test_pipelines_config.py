@@ -85,7 +85,10 @@ def test_round_trip_through_dict(tmp_path):
             '[register]\nalias = "latest"\n',
             "config key 'register.alias': 'latest' is not a valid MLflow alias",
         ),
-        ('[register]\ncandidates = ["ordinal+lightgbm"]\n', "baselines are for comparison only"),
+        (
+            '[register]\ncandidates = ["ordinal+svm"]\n',
+            "or a baseline '<encoder>+<estimator>' such as 'ordinal+lightgbm'",
+        ),
         (
             "[downstream.knn]\nn_neighbor = 5\n",
             "config key 'downstream.knn.n_neighbor': not a parameter of the knn "
@@ -194,3 +197,35 @@ def test_missing_external_command_says_so(monkeypatch, capsys):
     monkeypatch.setitem(cli.EXTERNAL, "serve", ("embedkit_no_such_module.cli", "main", "the service"))
     assert cli.main(["serve"]) == 2
     assert "`embedkit serve` (the service) is not available" in capsys.readouterr().err
+
+
+def test_register_warns_when_a_train_run_has_no_downstream_run(monkeypatch, caplog):
+    from pipelines import register, tracking
+
+    monkeypatch.setattr(tracking, "downstream_runs_of", lambda run_id: [])
+    with caplog.at_level("WARNING", logger="pipelines"):
+        assert register.find_downstream_run("abc123") is None
+    assert "no finished downstream run of train run abc123: the net is the only candidate" in caplog.text
+
+
+def test_register_candidates_accept_all_and_baselines():
+    from pipelines.config import load_config
+
+    assert load_config(None).register.candidates == ["all"]
+    cfg = load_config(None, ['register.candidates=["net", "ordinal+lightgbm"]'])
+    assert cfg.register.candidates == ["net", "ordinal+lightgbm"]
+    with pytest.raises(ConfigError, match="baseline '<encoder>\\+<estimator>'"):
+        load_config(None, ['register.candidates=["ordinal+svm"]'])
+
+
+def test_train_threads_flag_sets_the_training_threads(tmp_path):
+    cfg_file = tmp_path / "c.toml"
+    cfg_file.write_text('[data]\nsource = "example"\nn_rows = 100\n')
+    args = cli._parser().parse_args(["train", "--config", str(cfg_file), "--threads", "3"])
+    cfg = cli._config(args)
+    assert cfg.train.threads == 3
+    from pipelines.train import train_config
+
+    assert train_config(cfg, None).threads == 3
+    with pytest.raises(ConfigError, match="train.threads"):
+        load_config(None, ["train.threads=0"])

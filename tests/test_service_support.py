@@ -215,3 +215,27 @@ def live_server(model_uri: str, log: Path, **kwargs: Any) -> Iterator[LiveServer
         yield server
     finally:
         server.stop()
+
+
+def build_baseline_servable(root: Path, estimator: str = "lightgbm", encoder: str = "ordinal") -> Path:
+    """A downstream baseline (``encoder`` codes → ``estimator``), packaged as a kind "baseline" servable."""
+    from embedkit.serving import save_baseline_servable
+    from pipelines.estimators import make_baseline
+
+    df = frame()
+    cats, conts = ["city", "level", "flag"], ["amount", "score"]
+    params = {"n_estimators": 20, "verbosity": -1} if estimator == "lightgbm" else {}
+    model = make_baseline(encoder, estimator, "binary", cats, conts, params, seed=0)
+    model.fit(df[cats + conts], df["y"])
+    kinds = {"city": "string", "level": "integer", "flag": "boolean"}
+    schema = [{"name": c, "role": "categorical", "kind": kinds[c]} for c in cats]
+    schema += [{"name": c, "role": "continuous", "kind": "number"} for c in conts]
+    return save_baseline_servable(
+        root / "baseline",
+        encoder=model[:-1],
+        estimator=model[-1],
+        task="binary",
+        classes=[0, 1],
+        input_schema=schema,
+        name="svc-baseline",
+    )
