@@ -29,11 +29,13 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """A tqdm bar over each epoch's batches showing the running loss, then one log line per epoch."""
+    """A tqdm bar over each epoch's batches showing the running loss, then one log line per epoch
+    (``logging.getLogger("embedkit")`` at INFO; with ``print_epochs`` also written to ``file``)."""
 
-    def __init__(self, file: Any = None, disable: bool | None = None) -> None:
+    def __init__(self, file: Any = None, disable: bool | None = None, print_epochs: bool = False) -> None:
         self.file = file
         self.disable = disable
+        self.print_epochs = print_epochs
         self._bar: Any = None
 
     def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
@@ -63,6 +65,10 @@ class ProgressBar(Callback):
             f"{k} {v:.2e}" if k == "lr" else f"{k} {v:.4f}" for k, v in logs.items() if isinstance(v, float)
         )
         log.info("epoch %d/%d: %s", epoch + 1, trainer.epochs, shown)
+        if self.print_epochs:
+            from tqdm.auto import tqdm
+
+            tqdm.write(f"epoch {epoch + 1}/{trainer.epochs}: {shown}", file=self.file or sys.stderr)
 
     def on_train_end(self, trainer: Trainer) -> None:
         if self._bar is not None:

@@ -21,6 +21,7 @@ Example
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ import torch
 
 from . import distributed
 from .bundle import save_bundle
-from .callbacks import Callback
+from .callbacks import Callback, ProgressBar
 from .data import TargetInfo, TensorData, check_weights
 from .exceptions import DataError
 from .lr_finder import LRFinderResult, lr_find
@@ -156,8 +157,13 @@ class Learner:
         sample_weight: Any = None,
         valid_sample_weight: Any = None,
         resume_from: str | Path | None = None,
+        progress: bool | None = None,
     ) -> History:
-        """Train. With no ``lr`` (here or in the config) the LR finder's suggestion is used."""
+        """Train. With no ``lr`` (here or in the config) the LR finder's suggestion is used.
+
+        ``progress``: a progress bar per epoch and one line per epoch on stderr; None shows them when
+        stderr is a terminal (the estimators and pipelines pass False and report in their own way).
+        """
         _require_target(train, self.target.name)
         if valid is not None:
             _require_target(valid, self.target.name)
@@ -169,7 +175,17 @@ class Learner:
             if self.lr_finder is None:
                 self.lr_finder = self._lr_find(lambda: data)
             lr = self.lr_finder.suggestion
-        return self.trainer.fit(data, vdata, resume_from=resume_from, lr=lr if lr is not None else 1e-3)
+        show = _stderr_is_terminal() if progress is None else progress
+        cbs = self.trainer.callbacks.callbacks
+        bar = None
+        if show and distributed.is_main() and not any(isinstance(c, ProgressBar) for c in cbs):
+            bar = ProgressBar(print_epochs=True)
+            cbs.append(bar)
+        try:
+            return self.trainer.fit(data, vdata, resume_from=resume_from, lr=lr if lr is not None else 1e-3)
+        finally:
+            if bar is not None:
+                cbs.remove(bar)
 
     @property
     def history(self) -> History:
@@ -252,6 +268,13 @@ def _fit_encoders(
 
     state = distributed.run_on_main(fit_state)
     return TargetInfo.from_dict(state["target"]), Preprocessor.from_dict(state["preprocessor"])
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def target_moments(y: np.ndarray, w: np.ndarray | None = None) -> tuple[list[float], list[float]]:
@@ -343,6 +366,7 @@ def fit_net(
         valid,
         sample_weight=None if w is None else w[tr],
         valid_sample_weight=None if (w is None or not n_valid) else w[va],
+        progress=False,  # scikit-learn style: estimators are quiet
     )
     return learn
 

@@ -308,3 +308,15 @@ def test_an_undefined_validation_metric_is_warned_about(caplog):
         learn.fit(df, one_class)
     assert "valid_auc" in caplog.text and "hold a single class" in caplog.text
     assert caplog.text.count("are undefined (NaN)") == 1  # once, not every epoch
+
+
+def test_learner_fit_shows_epoch_lines_when_asked_and_estimators_stay_quiet(capsys):
+    df, _ = grouped_categories(n=400, task="binary")
+    spec = FeatureSpec(target="y", categorical=["cat"], continuous=["x"], dates=[])
+    learn = Learner.from_frame(df, spec, train_config=TrainConfig(epochs=2, lr=1e-2))
+    learn.fit(df, df, progress=True)
+    err = capsys.readouterr().err
+    assert "epoch 1/2: train_loss" in err and "epoch 2/2:" in err and "valid_auc" in err
+    assert learn.trainer.callbacks.callbacks == []  # the bar was for that fit only
+    TabularNetClassifier(categorical=["cat"], epochs=1, lr=1e-2).fit(df[XCOLS], df["y"])
+    assert "epoch" not in capsys.readouterr().err
