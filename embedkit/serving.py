@@ -12,7 +12,9 @@ Layout::
     bundle/           kind "net": the model bundle (embedkit.bundle)
     tables/           kind "pipeline": the embedding tables the transformer reads
     encoder.skops     kind "baseline": the scikit-learn encoder of the raw columns (ordinal, one-hot or
-                      target encoding; no embedding tables)
+                      target encoding)
+    tables/           kind "baseline", optional: the train run's embedding tables, for the embedding
+                      look-ups of the service and ``score --embeddings``; its predictions do not use them
     estimator.txt     kinds "pipeline" and "baseline" with LightGBM: the booster's text model
     estimator.skops   kinds "pipeline" and "baseline" with another scikit-learn estimator
 
@@ -243,11 +245,15 @@ def save_baseline_servable(
     input_schema: list[dict[str, Any]],
     name: str | None = None,
     metrics: dict[str, float] | None = None,
+    tables: Any = None,
 ) -> Path:
     """Package a fitted scikit-learn encoder of the raw columns and the estimator fitted on its output
     (kind "baseline"). The encoder takes a DataFrame of the ``input_schema`` columns; the estimator was
-    fitted with the target as class ids ``0..k-1`` (classifiers) or values (regression)."""
+    fitted with the target as class ids ``0..k-1`` (classifiers) or values (regression). ``tables``
+    (optional): embedding tables served alongside for look-ups (the baseline does not use them)."""
     import skops.io as sio
+
+    from .tables import write_tables
 
     details: dict[str, Any] = {
         "feature_columns": [c["name"] for c in input_schema],
@@ -257,6 +263,8 @@ def save_baseline_servable(
     with atomic_dir(path) as tmp:
         sio.dump(encoder, tmp / "encoder.skops")
         details["estimator"] = _save_estimator(estimator, tmp)
+        if tables is not None and len(tables):
+            write_tables(tmp / "tables", tables, source=getattr(tables, "source", None))
         meta = _meta("baseline", name, task, classes, input_schema, metrics, details)
         (tmp / SERVABLE_FILE).write_text(json.dumps(meta, indent=2, default=str))
     return Path(path)
@@ -387,7 +395,7 @@ def _load_pipeline(path: Path, meta: dict[str, Any]) -> Servable:
 
 
 def _load_baseline(path: Path, meta: dict[str, Any]) -> Servable:
-    from .tables import EmbeddingTables
+    from .tables import EmbeddingTables, load_tables
 
     encoder = _load_skops(path / meta["encoder"]["file"])
     estimator = _load_estimator(path, meta["estimator"], meta["task"])
@@ -396,7 +404,8 @@ def _load_baseline(path: Path, meta: dict[str, Any]) -> Servable:
     def predict_raw(df: pd.DataFrame) -> np.ndarray:
         return estimator(encoder.transform(df[columns]))
 
-    return Servable(path, meta, EmbeddingTables([]), predict_raw)
+    tables = load_tables(path / "tables") if (path / "tables").exists() else EmbeddingTables([])
+    return Servable(path, meta, tables, predict_raw)
 
 
 def _dtype_for(column: str, meta: dict[str, Any]) -> str:

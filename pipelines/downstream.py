@@ -265,6 +265,7 @@ def _save_baseline(
         input_schema=schema,
         name=name,
         metrics=metrics,
+        tables=tables,  # the net's tables: the service's embedding look-ups work whichever model wins
     )
 
 

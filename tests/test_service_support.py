@@ -217,7 +217,9 @@ def live_server(model_uri: str, log: Path, **kwargs: Any) -> Iterator[LiveServer
         server.stop()
 
 
-def build_baseline_servable(root: Path, estimator: str = "lightgbm", encoder: str = "ordinal") -> Path:
+def build_baseline_servable(
+    root: Path, estimator: str = "lightgbm", encoder: str = "ordinal", tables: Any = None
+) -> Path:
     """A downstream baseline (``encoder`` codes → ``estimator``), packaged as a kind "baseline" servable."""
     from embedkit.serving import save_baseline_servable
     from pipelines.estimators import make_baseline
@@ -238,4 +240,5 @@ def build_baseline_servable(root: Path, estimator: str = "lightgbm", encoder: st
         classes=[0, 1],
         input_schema=schema,
         name="svc-baseline",
+        tables=tables,
     )

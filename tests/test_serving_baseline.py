@@ -51,6 +51,18 @@ def test_a_baseline_whose_file_names_a_foreign_type_is_refused(tmp_path):
         load_servable(path)
 
 
+def test_a_baseline_can_carry_embedding_tables_for_look_ups(tmp_path):
+    from test_service_support import build_net_servable
+
+    net = load_servable(build_net_servable(tmp_path / "net"))
+    path = build_baseline_servable(tmp_path, tables=net.tables)
+    servable = load_servable(path)
+    assert list(servable.tables) == list(net.tables)
+    vec, kind = servable.embedding("city", "c1")
+    np.testing.assert_array_equal(vec, net.embedding("city", "c1")[0])
+    assert kind == "value"
+
+
 def test_the_service_serves_a_baseline_and_has_no_embeddings_for_it(tmp_path):
     path = build_baseline_servable(tmp_path)
     with TestClient(create_app(Settings(model_uri=str(path), compute_threads=None))) as client:
