@@ -286,6 +286,8 @@ def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
 def download_artifacts(run_id: str, artifact_path: str, dst_dir: str | Path | None = None) -> Path:
     """Download a run's artifact (file or folder) to ``dst_dir`` (a new temporary folder by default)."""
     sync_tracking_uri()
+    # no "Downloading artifacts" bars in logs (score, resume, downstream); an explicit setting wins
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="embedkit-"))
     dst.mkdir(parents=True, exist_ok=True)
     try:
