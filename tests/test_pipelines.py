@@ -301,7 +301,41 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigterm_marks_killed_and_resume_finishes(first_train, mlflow_tmp, tmp_path, capsys):
+def empty_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point TMPDIR (and Python's cached temporary directory) at a fresh, empty folder; returns it."""
+    import tempfile
+
+    scratch = tmp_path / "scratch-tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    return scratch
+
+
+def leftovers(scratch: Path) -> list[str]:
+    """What is left in ``scratch``, but torch's per-user kernel cache (``torchinductor_<user>``: one
+    folder that every run reuses, created by torch itself, not per-run garbage)."""
+    return sorted(p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_"))
+
+
+def test_run_leaves_nothing_in_the_temp_dir(mlflow_tmp, tmp_path, monkeypatch, capsys):
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.replace("n_rows = 3000", "n_rows = 1200")
+        .replace("epochs = 2", "epochs = 1")
+        .replace('models = ["lightgbm", "random_forest", "knn"]', 'models = ["lightgbm"]')
+        .replace('baselines = ["ordinal+lightgbm", "onehot+knn", "target+lightgbm"]', "baselines = []")
+        + 'candidates = ["net", "lightgbm"]\n'
+    )
+    scratch = empty_temp_dir(tmp_path, monkeypatch)
+    out = run_cli(capsys, "run", "--config", str(config))
+    assert out["downstream_run_id"]
+    assert leftovers(scratch) == []  # no embedkit-*/tables left by the downstream step
+    run_cli(capsys, "downstream", "--config", str(config), "--train-run", out["train_run_id"])
+    assert leftovers(scratch) == []
+
+
+def test_sigterm_marks_killed_and_resume_finishes(first_train, mlflow_tmp, tmp_path, capsys, monkeypatch):
     config = tmp_path / "config.toml"
     config.write_text(CONFIG)
     script = tmp_path / "pause_train.py"
@@ -336,7 +370,9 @@ def test_sigterm_marks_killed_and_resume_finishes(first_train, mlflow_tmp, tmp_p
     import shutil
 
     shutil.rmtree(checkpoint.parent)
+    scratch = empty_temp_dir(tmp_path, monkeypatch)
     out = run_cli(capsys, "train", "--resume", run_id)
+    assert leftovers(scratch) == []  # the downloaded config.json went with its temporary folder
     assert out["train_run_id"] == run_id and out["epochs"] == 2
     resumed = tracking.get_run(run_id)
     assert resumed.status == "FINISHED"
