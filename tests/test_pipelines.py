@@ -421,3 +421,53 @@ def test_regression_from_a_csv_file(mlflow_tmp, tmp_path, capsys):
 def out_candidates(register_run_id: str, tmp_path: Path) -> list[dict]:
     path = tracking.download_artifacts(register_run_id, "candidates.json", tmp_path / "c")
     return json.loads(path.read_text())["candidates"]
+
+
+# ---- bad config values and bad data: exit 2, a clear message, and no MLflow run left ---------------
+def _all_runs() -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids) if ids else []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["net.dropout=2.0"], "config key 'net.dropout': a dropout probability must be at least 0"),
+        (["train.moms=[2,3]"], "config key 'train.moms': both momentums"),
+        (['train.device="cuda:7"'], "config key 'train.device': 'cuda:7' was asked for"),
+        (["data.continuous=['carrier']"], "continuous column 'carrier' has non-numeric values"),
+    ],
+)
+def test_bad_values_exit_2_before_any_run(mlflow_tmp, tmp_path, capsys, overrides, message):
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    sets = [a for o in overrides for a in ("--set", o)]
+    assert cli.main(["train", "--config", str(config), *sets]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err[-2000:]
+    assert _all_runs() == []
+
+
+def test_bad_data_file_exits_2_before_any_run(mlflow_tmp, tmp_path, capsys):
+    from _synthetic import grouped_categories
+
+    frame, _ = grouped_categories(n=300, task="regression")
+    frame["empty"] = np.nan
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    (tmp_path / "c.toml").write_text(
+        '[data]\nsource = "rows.csv"\ntarget = "y"\ncontinuous = ["x", "empty"]\n'
+        '[register]\nselect_by = "valid_rmse"\n'
+    )
+    assert cli.main(["train", "--config", str(tmp_path / "c.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "column 'empty' is entirely missing in the training data; drop it or fill it" in err, err
+    assert _all_runs() == []
+    frame["empty"] = "lots"  # a continuous column of words
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    assert cli.main(["train", "--config", str(tmp_path / "c.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "continuous column 'empty' has non-numeric values (e.g. 'lots')" in err, err
+    assert _all_runs() == []
