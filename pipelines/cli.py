@@ -68,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     sp = sub.add_parser("train", help="train the net: bundle, embedding tables, plots")
-    common(sp, config_required=False)
+    common(sp, config_required=False)  # --config, or --resume (checked in main: one of the two)
     sp.add_argument(
         "--resume", metavar="RUN_ID", help="continue an interrupted train run from its checkpoint"
     )
@@ -306,6 +306,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "train" and args.nproc < 1:
         print(
             f"error: --nproc must be at least 1 (got {args.nproc}); use --nproc 1 for one process",
+            file=sys.stderr,
+        )
+        return 2
+    if args.command == "train" and not args.config and not args.resume:
+        # no silent default: the full example takes minutes and writes a run the user did not ask for
+        print(
+            "error: embedkit train needs --config FILE (the example: --config "
+            "pipelines/configs/example.toml; `embedkit demo` runs it end to end) or --resume RUN_ID",
             file=sys.stderr,
         )
         return 2

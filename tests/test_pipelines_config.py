@@ -228,3 +228,12 @@ def test_a_cuda_device_needs_a_cuda_gpu(tmp_path, device):
 @pytest.mark.parametrize("ok", ['train.device="auto"', 'train.device="cpu"', "net.dropout=[0.0, 0.5]"])
 def test_good_values_pass(ok):
     load_config(None, [ok, "train.moms=[0.9, 0.0]"])
+
+
+def test_train_without_config_or_resume_is_refused(capsys):
+    from pipelines import cli
+
+    assert cli.main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert "error: embedkit train needs --config FILE" in err and "--resume RUN_ID" in err
+    assert cli.main(["train", "--set", "train.epochs=1"]) == 2
