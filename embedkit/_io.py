@@ -2,7 +2,8 @@
 
 The temporary file or directory is created with mode 0o666 (0o777 for a directory) and the process's umask
 applied by the kernel, so the renamed result has the permissions any other new file would get (0o644 and
-0o755 under umask 022), not ``mkstemp``'s private 0o600.
+0o755 under umask 022), not ``mkstemp``'s private 0o600. A writer killed outright (SIGKILL) leaves its
+temporary sibling behind; the next write of the same path removes it (:func:`sweep_stale_temps`).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,8 +34,44 @@ def _fsync_dir(path: Path) -> None:
 _TEMP_ATTEMPTS = 100
 
 
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40] or "host"
+
+
 def _temp_name(path: Path) -> Path:
-    return path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    # host and pid in the name: a later write of the same path can tell a dead writer's leftover
+    return path.parent / f".{path.name}.{_host()}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def sweep_stale_temps(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporary siblings of ``path`` left by writers that were killed (SIGKILL, a crash: no
+    ``finally`` ran). Only this host's, and only those whose process is gone; returns what was removed."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.{re.escape(_host())}\.(\d+)-[0-9a-f]{{8}}\.tmp$")
+    removed = []
+    for sibling in path.parent.iterdir():
+        m = pattern.match(sibling.name)
+        if m is None or int(m[1]) == os.getpid() or _alive(int(m[1])):
+            continue
+        if sibling.is_dir() and not sibling.is_symlink():
+            shutil.rmtree(sibling, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                sibling.unlink()
+        removed.append(sibling)
+    return removed
 
 
 def _make_temp_file(path: Path) -> Path:
@@ -64,6 +103,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary file path next to ``path``; on success it is renamed onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(path)
     tmp_path = _make_temp_file(path)
     try:
         yield tmp_path
@@ -92,6 +132,7 @@ def atomic_dir(path: str | os.PathLike[str], overwrite: bool = True) -> Iterator
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+    sweep_stale_temps(path)
     tmp = _make_temp_dir(path)
     try:
         yield tmp

@@ -59,3 +59,38 @@ def test_an_existing_target_is_replaced_whole(tmp_path: Path) -> None:
         (tmp / "new").write_text("2")
     assert [p.name for p in (tmp_path / "d").iterdir()] == ["new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "m.json"]
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    target = tmp_path / "scores.parquet"
+    # a writer that dies with SIGKILL inside atomic_path: its temporary sibling stays
+    code = (
+        "import os, signal, sys\n"
+        "from embedkit._io import atomic_path, atomic_dir\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'half')\n"
+        "    with atomic_dir(sys.argv[2]) as d:\n"
+        "        (d / 'f').write_text('half')\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(target), str(tmp_path / "tables")], timeout=60)
+    assert proc.returncode == -9
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert len(left) == 2 and all(n.endswith(".tmp") for n in left), left
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"whole")
+    with atomic_dir(tmp_path / "tables") as d:
+        (d / "f").write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.parquet", "tables"]
+
+
+def test_a_live_writers_temporary_file_is_left_alone(tmp_path: Path) -> None:
+    target = tmp_path / "x.json"
+    with atomic_path(target) as outer:
+        outer.write_bytes(b"in progress")
+        write_json_atomic(tmp_path / "other.json", {})  # another path: not swept
+        assert outer.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.json", "x.json"]
