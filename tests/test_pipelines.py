@@ -424,10 +424,10 @@ def out_candidates(register_run_id: str, tmp_path: Path) -> list[dict]:
 
 
 # ---- bad config values and bad data: exit 2, a clear message, and no MLflow run left ---------------
-def _all_runs() -> list:
+def _all_runs(uri: str) -> list:
     from mlflow import MlflowClient
 
-    client = MlflowClient()
+    client = MlflowClient(tracking_uri=uri)  # the test's own store, whatever an earlier test set
     ids = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(ids) if ids else []
 
@@ -448,7 +448,7 @@ def test_bad_values_exit_2_before_any_run(mlflow_tmp, tmp_path, capsys, override
     assert cli.main(["train", "--config", str(config), *sets]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err, err[-2000:]
-    assert _all_runs() == []
+    assert _all_runs(mlflow_tmp) == []
 
 
 def test_bad_data_file_exits_2_before_any_run(mlflow_tmp, tmp_path, capsys):
@@ -464,10 +464,10 @@ def test_bad_data_file_exits_2_before_any_run(mlflow_tmp, tmp_path, capsys):
     assert cli.main(["train", "--config", str(tmp_path / "c.toml")]) == 2
     err = capsys.readouterr().err
     assert "column 'empty' is entirely missing in the training data; drop it or fill it" in err, err
-    assert _all_runs() == []
+    assert _all_runs(mlflow_tmp) == []
     frame["empty"] = "lots"  # a continuous column of words
     frame.to_csv(tmp_path / "rows.csv", index=False)
     assert cli.main(["train", "--config", str(tmp_path / "c.toml")]) == 2
     err = capsys.readouterr().err
     assert "continuous column 'empty' has non-numeric values (e.g. 'lots')" in err, err
-    assert _all_runs() == []
+    assert _all_runs(mlflow_tmp) == []
