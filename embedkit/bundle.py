@@ -64,7 +64,7 @@ def save_bundle(
     source: str | None = None,
 ) -> Path:
     """Write a bundle atomically: everything is built in a temporary directory, then renamed into place."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from .tables import tables_from_preprocessor, write_tables
 
@@ -72,7 +72,8 @@ def save_bundle(
     with atomic_dir(path) as tmp:
         (tmp / PREPROCESSOR).write_text(json.dumps(preprocessor.to_dict(), indent=1))
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS))
+        # save() to bytes, not save_file(): the Rust writer creates its file 0o600 whatever the umask
+        (tmp / WEIGHTS).write_bytes(save(state))
         weights = {c: w.numpy() for c, w in model.embedding_weights().items()}
         write_tables(
             tmp / TABLES, tables_from_preprocessor(preprocessor, weights), source=source or str(path)

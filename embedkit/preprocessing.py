@@ -238,6 +238,30 @@ def _numeric(s: pd.Series, col: str) -> np.ndarray:
     return arr
 
 
+def _check_not_all_missing(df: pd.DataFrame, spec: FeatureSpec) -> None:
+    for c in spec.feature_columns:
+        if df[c].isna().all():
+            raise DataError(
+                f"column {c!r} is entirely missing in the training data; drop it or fill it before fitting"
+            )
+
+
+def _finite(arr: np.ndarray, col: str) -> np.ndarray:
+    finite = arr[~np.isnan(arr)]
+    if finite.size == 0:
+        raise DataError(f"column {col!r} has no finite values in the training data; drop it or fill it")
+    return finite
+
+
+def check_training_frame(df: pd.DataFrame, spec: FeatureSpec) -> None:
+    """The checks :meth:`Preprocessor.fit` makes on its training rows, without fitting: no feature column
+    entirely missing, every continuous column numeric with a finite value. ``spec`` must be resolved.
+    Raises :class:`DataError` naming the column (the pipelines call this before any MLflow run starts)."""
+    _check_not_all_missing(df, spec)
+    for col in spec.continuous or []:
+        _finite(_numeric(df[col], col), col)
+
+
 @dataclass
 class ContinuousStats:
     fill: float
@@ -284,11 +308,7 @@ class Preprocessor:
             raise DataError(
                 "no feature columns: list categorical/continuous/dates columns in the FeatureSpec"
             )
-        for c in spec.feature_columns:
-            if df[c].isna().all():
-                raise DataError(
-                    f"column {c!r} is entirely missing in the training data; drop it or fill it before fitting"
-                )
+        _check_not_all_missing(df, spec)
         self.spec_ = spec
         self.vocabs_: dict[str, CategoryVocab] = {}
         self.cont_stats_: dict[str, ContinuousStats] = {}
@@ -296,11 +316,7 @@ class Preprocessor:
         for col, s in cat_frame.items():
             self.vocabs_[col] = CategoryVocab.fit(col, s, self.min_frequency)
         for col, arr in cont_frame.items():
-            finite = arr[~np.isnan(arr)]
-            if finite.size == 0:
-                raise DataError(
-                    f"column {col!r} has no finite values in the training data; drop it or fill it"
-                )
+            finite = _finite(arr, col)
             fill = float(np.median(finite))
             filled = np.where(np.isnan(arr), fill, arr)
             std = float(filled.std())

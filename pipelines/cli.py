@@ -21,13 +21,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from embedkit.exceptions import EmbedkitError
 
 from .config import ConfigError, PipelineConfig, load_config
+from .signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_raises
 
 log = logging.getLogger("pipelines")
 
@@ -37,10 +37,6 @@ EXTERNAL = {
     "serve": ("service.cli", "main", "the prediction service (FastAPI)"),
     "score": ("pipelines.score", "main", "batch scoring"),
 }
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the main thread is, so runs end KILLED like on Ctrl-C."""
 
 
 # ---- arguments -------------------------------------------------------------------------------------
@@ -72,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
         )
 
     sp = sub.add_parser("train", help="train the net: bundle, embedding tables, plots")
-    common(sp, config_required=False)
+    common(sp, config_required=False)  # --config, or --resume (checked in main: one of the two)
     sp.add_argument(
         "--resume", metavar="RUN_ID", help="continue an interrupted train run from its checkpoint"
     )
@@ -131,24 +127,6 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
 
     for noisy in ("mlflow", "alembic", "urllib3", "git"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
-
-
-@contextlib.contextmanager
-def _signals() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` while a command runs (the main thread only)."""
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # ---- commands --------------------------------------------------------------------------------------
@@ -340,13 +318,21 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.command == "train" and not args.config and not args.resume:
+        # no silent default: the full example takes minutes and writes a run the user did not ask for
+        print(
+            "error: embedkit train needs --config FILE (the example: --config "
+            "pipelines/configs/example.toml; `embedkit demo` runs it end to end) or --resume RUN_ID",
+            file=sys.stderr,
+        )
+        return 2
     from embedkit import distributed
 
     # under torchrun, rank 0 reports; the other ranks show warnings and errors only
     main_rank = distributed.is_main()
     _setup_logging(args.verbose, args.quiet or not main_rank)
     try:
-        with _signals():
+        with sigterm_raises():
             if args.command == "train" and args.nproc > 1:
                 return _launch_train(args)
             out = _COMMANDS[args.command](args)
@@ -356,14 +342,14 @@ def main(argv: list[str] | None = None) -> int:
             "`embedkit train --resume RUN_ID`",
             file=sys.stderr,
         )
-        return 143
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(
             "interrupted: the run is marked KILLED; continue a train run with "
             "`embedkit train --resume RUN_ID`",
             file=sys.stderr,
         )
-        return 130
+        return EXIT_INTERRUPTED
     except (ConfigError, EmbedkitError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

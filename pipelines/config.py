@@ -45,6 +45,7 @@ CLASSIFICATION_METRICS = ("valid_auc", "valid_accuracy", "valid_log_loss")
 REGRESSION_METRICS = ("valid_rmse", "valid_mae")
 
 _ALIAS_RE = re.compile(r"^[\w\-]+$")
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _KEYED = re.compile(r"^([a-z_]+(?:\.[a-z_]+)+): (.*)$", re.S)
 
 
@@ -124,6 +125,18 @@ class NetSection(_Section):
     standardize_target: bool | None = None
     sparse_embeddings: bool | None = None
 
+    @field_validator("dropout")
+    @classmethod
+    def _check_dropout(cls, v: list[float] | float | None) -> list[float] | float | None:
+        values = v if isinstance(v, list) else [] if v is None else [v]
+        bad = [p for p in values if not 0 <= p < 1]
+        if bad:
+            raise ValueError(
+                f"net.dropout: a dropout probability must be at least 0 and below 1 (got {v!r}); "
+                "e.g. dropout = 0.1, or one per layer: dropout = [0.1, 0.05]"
+            )
+        return v
+
 
 class LRFindConfig(_Section):
     """Arguments of :func:`embedkit.lr_finder.lr_find`; left out, embedkit's defaults."""
@@ -157,12 +170,55 @@ class TrainSection(_Section):
     threads: int | None = Field(default=None, ge=1)  # CPU threads; left out: embedkit's rule
     lr_find: LRFindConfig = LRFindConfig()
 
+    @field_validator("moms")
+    @classmethod
+    def _check_moms(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not all(0 <= m < 1 for m in v):
+            raise ValueError(
+                f"train.moms: both momentums (Adam's beta1 at the start/end and in the middle of the "
+                f"one-cycle) must be at least 0 and below 1 (got {list(v)}); e.g. moms = [0.95, 0.85]"
+            )
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not _DEVICE_RE.match(v):
+            raise ValueError(
+                f"train.device: {v!r} is not a device; use 'auto' (a GPU when there is one), 'cpu', "
+                "'cuda', 'cuda:N' or 'mps'"
+            )
+        problem = _unavailable(v)
+        if problem:
+            raise ValueError(f"train.device: {problem}; use device = 'auto' or 'cpu'")
+        return v
+
     def overrides(self) -> dict[str, Any]:
         """The TrainConfig fields this section sets (``lr_find`` excluded)."""
         d = self.model_dump(exclude={"lr_find"}, exclude_none=True)
         if "moms" in d:
             d["moms"] = tuple(d["moms"])
         return d
+
+
+def _unavailable(device: str) -> str | None:
+    """Why ``device`` cannot be used on this machine, or None (checked when the config is read, so that a
+    run never starts on a device it cannot have). Imports torch only for an explicit GPU."""
+    if not device.startswith(("cuda", "mps")):
+        return None
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return f"{device!r} was asked for but this machine has no CUDA GPU"
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            return f"{device!r} was asked for but this machine has {torch.cuda.device_count()} CUDA GPU(s)"
+    elif not torch.backends.mps.is_available():
+        return "'mps' was asked for but this machine has no Apple GPU (MPS)"
+    return None
 
 
 # ---- [downstream] ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import pandas as pd
 
 from embedkit.data import TargetInfo
 from embedkit.exceptions import DataError
+from embedkit.preprocessing import check_training_frame
 from embedkit.spec import FeatureSpec
 
 from .config import ConfigError, PipelineConfig
@@ -91,6 +92,7 @@ def load_data(cfg: PipelineConfig) -> Dataset:
     try:
         spec = spec.resolve(train)
         target = TargetInfo.fit(train[spec.target], task=d.task, name=spec.target)
+        check_training_frame(train, spec)  # what the preprocessor would refuse, before any run starts
     except DataError as exc:
         raise ConfigError(f"the [data] section does not fit {source}: {exc}") from None
     cfg.check_task(target.task)

@@ -325,7 +325,8 @@ def _tables_from_run(run_id: str, data: Dataset) -> tuple[Any, dict[str, Any]]:
             fp,
             data.fingerprint,
         )
-    tables = _load_tables(tracking.download_artifacts(run_id, "tables"))
+    with tempfile.TemporaryDirectory(prefix="embedkit-tables-") as tmp:  # the tables load into memory
+        tables = _load_tables(tracking.download_artifacts(run_id, "tables", tmp))
     row = {
         "model": "net",
         "name": "net",

@@ -19,7 +19,8 @@ From Python: :func:`score_parquet` (file to file) and :func:`score_chunk` (one t
 Arrow table), which the Spark job (:mod:`pipelines.score_spark`) applies to each partition.
 
 Exit codes: 0 done, 2 a problem with the arguments, the model or the data (the message says which), 130
-interrupted.
+interrupted (Ctrl-C), 143 terminated (SIGTERM); either way the temporary output is removed and nothing is
+written.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from embedkit._io import atomic_path
 from embedkit.exceptions import DataError, EmbedkitError, FormatError
 from embedkit.outputs import class_index, proba_from_raw
 from embedkit.serving import SERVABLE_FILE, Servable, load_servable
+
+from .signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_raises
 
 DEFAULT_CHUNK_ROWS = 100_000
 PREDICTION = "prediction"
@@ -341,6 +344,27 @@ def _as_servable(path: Path, work: Path, find_servable: Any) -> Path:
 
 
 # ---- the command -----------------------------------------------------------------------------------
+def _score(args: argparse.Namespace) -> ScoreResult:
+    with tempfile.TemporaryDirectory(prefix="embedkit-score-") as work:
+        servable = load_servable(resolve_model(args.model, work))
+    options = resolve_options(
+        servable,
+        proba=args.proba,
+        embeddings=args.embeddings,
+        with_embeddings=args.with_embeddings,
+        keep=args.keep,
+    )
+    return score_parquet(
+        servable,
+        args.input,
+        args.output,
+        options,
+        chunk_rows=args.chunk_rows,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+    )
+
+
 def _columns(value: str) -> list[str]:
     return [c.strip() for c in value.split(",") if c.strip()]
 
@@ -394,27 +418,14 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
     try:
-        with tempfile.TemporaryDirectory(prefix="embedkit-score-") as work:
-            servable = load_servable(resolve_model(args.model, work))
-        options = resolve_options(
-            servable,
-            proba=args.proba,
-            embeddings=args.embeddings,
-            with_embeddings=args.with_embeddings,
-            keep=args.keep,
-        )
-        result = score_parquet(
-            servable,
-            args.input,
-            args.output,
-            options,
-            chunk_rows=args.chunk_rows,
-            overwrite=args.overwrite,
-            progress=not args.no_progress,
-        )
+        with sigterm_raises():  # SIGTERM like Ctrl-C: the temporary output is removed on the way out
+            result = _score(args)
+    except Terminated:
+        sys.stderr.write("terminated (SIGTERM): no output was written\n")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: no output was written\n")
-        return 130
+        return EXIT_INTERRUPTED
     except EmbedkitError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -298,10 +297,12 @@ def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
     return [a.path for a in MlflowClient().list_artifacts(run_id, path)]
 
 
-def download_artifacts(run_id: str, artifact_path: str, dst_dir: str | Path | None = None) -> Path:
-    """Download a run's artifact (file or folder) to ``dst_dir`` (a new temporary folder by default)."""
+def download_artifacts(run_id: str, artifact_path: str, dst_dir: str | Path) -> Path:
+    """Download a run's artifact (file or folder) into ``dst_dir``; the caller owns (and removes) it."""
     sync_tracking_uri()
-    dst = Path(dst_dir) if dst_dir is not None else Path(tempfile.mkdtemp(prefix="embedkit-"))
+    # no "Downloading artifacts" bars in logs (score, resume, downstream); an explicit setting wins
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    dst = Path(dst_dir)
     dst.mkdir(parents=True, exist_ok=True)
     try:
         local = mlflow.artifacts.download_artifacts(

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -250,8 +251,9 @@ def _resume_info(run_id: str) -> tuple[dict[str, Any], str | None]:
         )
     if info.status == "FINISHED":
         raise ConfigError(f"train run {run_id} already FINISHED; there is nothing to resume")
-    path = tracking.download_artifacts(run_id, CONFIG_ARTIFACT)
-    return json.loads(path.read_text()), info.tags.get(TAG_FINGERPRINT)
+    with tempfile.TemporaryDirectory(prefix="embedkit-resume-") as tmp:
+        config = json.loads(tracking.download_artifacts(run_id, CONFIG_ARTIFACT, tmp).read_text())
+    return config, info.tags.get(TAG_FINGERPRINT)
 
 
 def _check_fingerprint(run_id: str, data: Dataset, expected: str | None) -> None:

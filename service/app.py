@@ -19,8 +19,8 @@ from embedkit import __version__
 
 from . import errors
 from .deps import reject_unknown_query
-from .loader import load_model
-from .metrics import Metrics, MetricsMiddleware
+from .loader import describe_error, load_model
+from .metrics import Metrics, MetricsMiddleware, route_templates
 from .middleware import API_KEY_HEADER, APIKeyMiddleware, BodyLimitMiddleware
 from .openapi import build_openapi
 from .routes import admin, embeddings, health, metadata, predict
@@ -47,12 +47,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.holder = ModelHolder()
     app.state.metrics = Metrics()
     errors.install(app)
-    for module in (health, predict, embeddings, metadata, metrics_route, admin):
-        app.include_router(module.router)
+    routers = [m.router for m in (health, predict, embeddings, metadata, metrics_route, admin)]
+    for router in routers:
+        app.include_router(router)
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
     # Added innermost first: metrics → CORS → API key → body limit → routes.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    if settings.api_key_value:
+    if settings.auth_enabled:
+        assert settings.api_key_value is not None
         app.add_middleware(APIKeyMiddleware, api_key=settings.api_key_value)
     if settings.cors_origins:
         app.add_middleware(
@@ -61,7 +63,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", API_KEY_HEADER],
         )
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, routes=lambda: app.routes)
+    # the templates in routing order (FastAPI's own /docs routes first), for requests refused before routing
+    templates = route_templates(app.routes) + [t for r in routers for t in route_templates(r.routes)]
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, templates=templates)
     return app
 
 
@@ -88,8 +92,15 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 async def _first_load(app: FastAPI) -> None:
     try:
         await app.state.holder.load(app.state.load_model)
-    except Exception:
-        log.exception("could not load the model %s; /ready answers 503", app.state.settings.model_uri)
+    except Exception as exc:
+        # one line: the cause, not MLflow's 40-line traceback (that is at debug level)
+        log.error(
+            "could not load the model %s: %s; /ready answers 503 (fix it, then POST /admin/reload or "
+            "restart; EMBEDKIT_FAIL_FAST=1 makes embedkit serve exit instead)",
+            app.state.settings.model_uri,
+            describe_error(exc),
+        )
+        log.debug("model load traceback", exc_info=exc)
 
 
 def _swapped(app: FastAPI, model: LoadedModel) -> None:

@@ -6,10 +6,13 @@ import argparse
 import copy
 import logging
 import os
+import sys
+import tempfile
+from pathlib import Path
 
 from pydantic import ValidationError
 
-from .settings import DEFAULT_MODEL_URI, get_settings
+from .settings import DEFAULT_MODEL_URI, Settings, get_settings
 
 log = logging.getLogger("embedkit.service")
 
@@ -59,6 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="log every request (default off: /metrics counts them)",
     )
+    parser.add_argument(
+        "--fail-fast",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="load the model before serving and exit 1 if it cannot load (default off: serve anyway, "
+        "/ready answers 503 until POST /admin/reload succeeds)",
+    )
     return parser
 
 
@@ -88,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         logging.basicConfig(format="%(levelname)s: %(message)s")
         for err in exc.errors(include_url=False):
-            log.error("invalid setting %s: %s", ".".join(map(str, err["loc"])), err["msg"])
+            name = "EMBEDKIT_" + ".".join(map(str, err["loc"])).upper()
+            log.error("invalid setting %s: %s", name, err["msg"].removeprefix("Value error, "))
         return 2
+    if settings.fail_fast and not model_loads(settings):
+        return 1
     uvicorn.run(
         "service.app:create_app",
         factory=True,
@@ -100,5 +113,28 @@ def main(argv: list[str] | None = None) -> int:
         log_config=log_config(settings.log_level),
         access_log=settings.access_log,
         timeout_graceful_shutdown=settings.graceful_timeout,
+        http="service.http:JSONErrorH11Protocol",  # a request h11 cannot parse gets a JSON 400 too
     )
     return 0
+
+
+def model_loads(settings: Settings) -> bool:
+    """``--fail-fast``: load the model once before the server starts; on failure, one line on stderr.
+
+    The server then loads it again (each worker its own copy); this load only proves that it can.
+    """
+    from .loader import describe_error, load_model
+
+    try:
+        if settings.model_cache_dir is not None:
+            load_model(settings, settings.model_cache_dir)
+        else:
+            with tempfile.TemporaryDirectory(prefix="embedkit-models-") as cache:
+                load_model(settings, Path(cache))
+    except Exception as exc:
+        sys.stderr.write(
+            f"error: cannot load the model {settings.model_uri}: {describe_error(exc)} "
+            "(--fail-fast / EMBEDKIT_FAIL_FAST: not serving)\n"
+        )
+        return False
+    return True

@@ -38,6 +38,19 @@ class ResolvedModel:
     version: str
 
 
+#: Longest cause of a failed load written to the log (MLflow's messages can run to many lines).
+MAX_CAUSE = 300
+
+
+def describe_error(exc: BaseException) -> str:
+    """A failed load's cause in one line: the exception's type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    if len(first) > MAX_CAUSE:
+        first = first[:MAX_CAUSE] + "…"
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 def tracking_uri(settings: Settings) -> str:
     """``EMBEDKIT_TRACKING_URI``, else ``MLFLOW_TRACKING_URI``, else the pipelines' ``./mlflow.db``."""
     return (
@@ -67,6 +80,9 @@ def find_servable(root: Path) -> Path:
 
 def download_registered(uri: str, settings: Settings, cache_dir: Path) -> ResolvedModel:
     """Resolve ``models:/NAME@ALIAS`` (or ``/VERSION``) to a version and download it once into the cache."""
+    # MLflow draws a "Downloading artifacts" progress bar per download unless told not to; in a server's
+    # or a batch job's log it is noise. An explicit MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR wins.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow.artifacts
     from mlflow import MlflowClient
 

@@ -6,8 +6,9 @@ several uvicorn workers each process answers ``/metrics`` for itself.
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -19,12 +20,15 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from starlette.routing import BaseRoute, Match
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Latency buckets in seconds: sub-millisecond 1-row requests up to multi-second large batches.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 UNMATCHED = "unmatched"
+#: The status counted for a request whose client went away before an answer was sent (nginx's 499):
+#: not a 5xx, so that clients giving up do not page anyone.
+CLIENT_CLOSED = 499
 
 
 class Metrics:
@@ -98,19 +102,32 @@ class Metrics:
 
 
 class MetricsMiddleware:
-    """Times every HTTP request and counts it under its route template (``/embeddings/{column}/{value}``)."""
+    """Times every HTTP request and counts it under its route template (``/embeddings/{column}/{value}``).
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Callable[[], Iterable[BaseRoute]]) -> None:
+    ``templates`` are the app's path templates in routing order. A request answered before routing (401,
+    413, a CORS pre-flight) is matched against them here, so that it is counted under the route it was
+    aimed at; a request whose client disconnected before the answer is counted as status 499.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, templates: Iterable[str]) -> None:
         self.app = app
         self.metrics = metrics
-        self.routes = routes
+        self.templates = [(_label(t), compile_path(t)[0]) for t in templates]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
+        status: int | None = None
+        disconnected = False
+
+        async def receive_watching() -> Message:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                disconnected = True
+            return message
 
         async def send_with_status(message: Message) -> None:
             nonlocal status
@@ -119,17 +136,41 @@ class MetricsMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_status)
+            await self.app(scope, receive_watching, send_with_status)
         finally:
+            if status is None:  # nothing was answered: the client left, or a bug
+                status = CLIENT_CLOSED if disconnected else 500
             self.metrics.observe_request(
                 scope["method"], self._route(scope), status, time.perf_counter() - start
             )
 
     def _route(self, scope: Scope) -> str:
-        route = scope.get("route")
-        if route is None:  # answered before routing (401, 413, CORS pre-flight): match it ourselves
-            for candidate in self.routes():
-                if candidate.matches(scope)[0] is not Match.NONE:
-                    route = candidate
-                    break
-        return getattr(route, "path", UNMATCHED) if route is not None else UNMATCHED
+        path = getattr(scope.get("route"), "path", None)
+        if isinstance(path, str):
+            return _label(path)
+        return self.match(scope["path"])
+
+    def match(self, path: str) -> str:
+        """The template of the first route whose path matches ``path``, else ``unmatched``."""
+        for template, regex in self.templates:
+            if regex.match(path):
+                return template
+        return UNMATCHED
+
+
+def _label(template: str) -> str:
+    """The template as documented: ``{value:path}`` is labelled ``{value}``."""
+    return _CONVERTOR.sub(r"{\1}", template)
+
+
+_CONVERTOR = re.compile(r"\{(\w+):\w+\}")
+
+
+def route_templates(routes: Iterable[Any]) -> list[str]:
+    """The path templates of ``routes`` (an app's or a router's), in routing order."""
+    out: list[str] = []
+    for route in routes:
+        path = getattr(route, "path", None)
+        if isinstance(path, str):
+            out.append(path)
+    return out

@@ -48,7 +48,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
                     },
                 },
             )
-    if app.state.settings.api_key is not None:
+    if app.state.settings.auth_enabled:
         components["securitySchemes"] = {
             SECURITY_SCHEME: {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
         }

@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     workers: int = Field(default=1, ge=1)
 
-    #: When set, every route but ``/health`` needs the header ``X-API-Key`` with this value.
+    #: When set, every route but ``/health`` needs the header ``X-API-Key`` with this value, and
+    #: ``POST /admin/reload`` is enabled. Unset: no authentication. Empty or blank: refused at start-up.
     api_key: SecretStr | None = None
     #: Most records in one ``/predict`` request (413 above).
     max_rows: int = Field(default=10_000, ge=1)
@@ -53,6 +54,10 @@ class Settings(BaseSettings):
     graceful_timeout: int = Field(default=30, ge=0)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     access_log: bool = False
+    #: ``embedkit serve`` only: load the model before starting the server and exit 1, with one line on
+    #: stderr, when it cannot load (for orchestrators that restart failed containers). Off: the server
+    #: runs anyway, ``/ready`` answers 503 ``failed`` and ``POST /admin/reload`` can retry.
+    fail_fast: bool = False
 
     @field_validator("cors_origins", mode="before")
     @classmethod
@@ -65,6 +70,23 @@ class Settings(BaseSettings):
                 return json.loads(v)
             return [o.strip() for o in v.split(",") if o.strip()]
         return v
+
+    @field_validator("api_key")
+    @classmethod
+    def _non_empty_key(cls, v: SecretStr | None) -> SecretStr | None:
+        # An empty secret must not quietly mean "no authentication": that is how a template's
+        # `EMBEDKIT_API_KEY=` or a missing secret mount would open every route.
+        if v is not None and not v.get_secret_value().strip():
+            raise ValueError(
+                "EMBEDKIT_API_KEY is set but empty; set it to a secret, or unset it to run without "
+                "authentication"
+            )
+        return v
+
+    @property
+    def auth_enabled(self) -> bool:
+        """Whether requests need ``X-API-Key`` (and admin routes are on): the one rule, read everywhere."""
+        return self.api_key is not None
 
     @property
     def api_key_value(self) -> str | None:

@@ -370,7 +370,41 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def test_sigterm_marks_killed_and_resume_finishes(first_train, mlflow_tmp, tmp_path, capsys):
+def empty_temp_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Point TMPDIR (and Python's cached temporary directory) at a fresh, empty folder; returns it."""
+    import tempfile
+
+    scratch = tmp_path / "scratch-tmp"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    return scratch
+
+
+def leftovers(scratch: Path) -> list[str]:
+    """What is left in ``scratch``, but torch's per-user kernel cache (``torchinductor_<user>``: one
+    folder that every run reuses, created by torch itself, not per-run garbage)."""
+    return sorted(p.name for p in scratch.iterdir() if not p.name.startswith("torchinductor_"))
+
+
+def test_run_leaves_nothing_in_the_temp_dir(mlflow_tmp, tmp_path, monkeypatch, capsys):
+    config = tmp_path / "config.toml"
+    config.write_text(
+        CONFIG.replace("n_rows = 3000", "n_rows = 1200")
+        .replace("epochs = 2", "epochs = 1")
+        .replace('models = ["lightgbm", "random_forest", "knn"]', 'models = ["lightgbm"]')
+        .replace('baselines = ["ordinal+lightgbm", "onehot+knn", "target+lightgbm"]', "baselines = []")
+        + 'candidates = ["net", "lightgbm"]\n'
+    )
+    scratch = empty_temp_dir(tmp_path, monkeypatch)
+    out = run_cli(capsys, "run", "--config", str(config))
+    assert out["downstream_run_id"]
+    assert leftovers(scratch) == []  # no embedkit-*/tables left by the downstream step
+    run_cli(capsys, "downstream", "--config", str(config), "--train-run", out["train_run_id"])
+    assert leftovers(scratch) == []
+
+
+def test_sigterm_marks_killed_and_resume_finishes(first_train, mlflow_tmp, tmp_path, capsys, monkeypatch):
     config = tmp_path / "config.toml"
     config.write_text(CONFIG)
     script = tmp_path / "pause_train.py"
@@ -405,7 +439,9 @@ def test_sigterm_marks_killed_and_resume_finishes(first_train, mlflow_tmp, tmp_p
     import shutil
 
     shutil.rmtree(checkpoint.parent)
+    scratch = empty_temp_dir(tmp_path, monkeypatch)
     out = run_cli(capsys, "train", "--resume", run_id)
+    assert leftovers(scratch) == []  # the downloaded config.json went with its temporary folder
     assert out["train_run_id"] == run_id and out["epochs"] == 2
     resumed = tracking.get_run(run_id)
     assert resumed.status == "FINISHED"
@@ -454,3 +490,53 @@ def test_regression_from_a_csv_file(mlflow_tmp, tmp_path, capsys):
 def out_candidates(register_run_id: str, tmp_path: Path) -> list[dict]:
     path = tracking.download_artifacts(register_run_id, "candidates.json", tmp_path / "c")
     return json.loads(path.read_text())["candidates"]
+
+
+# ---- bad config values and bad data: exit 2, a clear message, and no MLflow run left ---------------
+def _all_runs(uri: str) -> list:
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)  # the test's own store, whatever an earlier test set
+    ids = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(ids) if ids else []
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["net.dropout=2.0"], "config key 'net.dropout': a dropout probability must be at least 0"),
+        (["train.moms=[2,3]"], "config key 'train.moms': both momentums"),
+        (['train.device="cuda:7"'], "config key 'train.device': 'cuda:7' was asked for"),
+        (["data.continuous=['carrier']"], "continuous column 'carrier' has non-numeric values"),
+    ],
+)
+def test_bad_values_exit_2_before_any_run(mlflow_tmp, tmp_path, capsys, overrides, message):
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    sets = [a for o in overrides for a in ("--set", o)]
+    assert cli.main(["train", "--config", str(config), *sets]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err[-2000:]
+    assert _all_runs(mlflow_tmp) == []
+
+
+def test_bad_data_file_exits_2_before_any_run(mlflow_tmp, tmp_path, capsys):
+    from _synthetic import grouped_categories
+
+    frame, _ = grouped_categories(n=300, task="regression")
+    frame["empty"] = np.nan
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    (tmp_path / "c.toml").write_text(
+        '[data]\nsource = "rows.csv"\ntarget = "y"\ncontinuous = ["x", "empty"]\n'
+        '[register]\nselect_by = "valid_rmse"\n'
+    )
+    assert cli.main(["train", "--config", str(tmp_path / "c.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "column 'empty' is entirely missing in the training data; drop it or fill it" in err, err
+    assert _all_runs(mlflow_tmp) == []
+    frame["empty"] = "lots"  # a continuous column of words
+    frame.to_csv(tmp_path / "rows.csv", index=False)
+    assert cli.main(["train", "--config", str(tmp_path / "c.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "continuous column 'empty' has non-numeric values (e.g. 'lots')" in err, err
+    assert _all_runs(mlflow_tmp) == []

@@ -98,6 +98,24 @@ def test_round_trip_through_dict(tmp_path):
         ('[train]\nmonitor = "aucc"\n', "config key 'train.monitor' must be 'log_loss', 'auc'"),
         ("[net]\nemb_init_std = inf\n", "config key 'net.emb_init_std' must be a finite number (got inf)"),
         ("[net]\nemb_init_std = 0.0\n", "config key 'net.emb_init_std' must be greater than 0 (got 0.0)"),
+        (
+            "[net]\ndropout = 2.0\n",
+            "config key 'net.dropout': a dropout probability must be at least 0 and below 1 (got 2.0); "
+            "e.g. dropout = 0.1",
+        ),
+        ("[net]\ndropout = [0.1, -0.5]\n", "config key 'net.dropout': a dropout probability must be"),
+        ("[net]\ndropout = nan\n", "config key 'net.dropout': a dropout probability must be"),
+        (
+            "[train]\nmoms = [2, 3]\n",
+            "config key 'train.moms': both momentums (Adam's beta1 at the start/end and in the middle of "
+            "the one-cycle) must be at least 0 and below 1 (got [2.0, 3.0]); e.g. moms = [0.95, 0.85]",
+        ),
+        (
+            '[train]\ndevice = "gpu"\n',
+            "config key 'train.device': 'gpu' is not a device; use 'auto' (a GPU when there is one), "
+            "'cpu', 'cuda', 'cuda:N' or 'mps'",
+        ),
+        ('[train]\ndevice = "cuda:x"\n', "config key 'train.device': 'cuda:x' is not a device"),
     ],
 )
 def test_messages_name_the_key_and_the_fix(tmp_path, text, message):
@@ -229,3 +247,28 @@ def test_train_threads_flag_sets_the_training_threads(tmp_path):
     assert train_config(cfg, None).threads == 3
     with pytest.raises(ConfigError, match="train.threads"):
         load_config(None, ["train.threads=0"])
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "cuda:7"])
+def test_a_cuda_device_needs_a_cuda_gpu(tmp_path, device):
+    import torch
+
+    if torch.cuda.is_available() and device != "cuda:7":
+        assert load_config(None, [f'train.device="{device}"']).train.device == device
+        return
+    with pytest.raises(ConfigError, match=re.escape(f"config key 'train.device': '{device}' was asked for")):
+        load_config(None, [f'train.device="{device}"'])
+
+
+@pytest.mark.parametrize("ok", ['train.device="auto"', 'train.device="cpu"', "net.dropout=[0.0, 0.5]"])
+def test_good_values_pass(ok):
+    load_config(None, [ok, "train.moms=[0.9, 0.0]"])
+
+
+def test_train_without_config_or_resume_is_refused(capsys):
+    from pipelines import cli
+
+    assert cli.main(["train"]) == 2
+    err = capsys.readouterr().err
+    assert "error: embedkit train needs --config FILE" in err and "--resume RUN_ID" in err
+    assert cli.main(["train", "--set", "train.epochs=1"]) == 2

@@ -141,6 +141,48 @@ def test_a_failure_midway_leaves_no_output(servables, tmp_path, monkeypatch):
     assert list(out_dir.iterdir()) == []  # neither the output nor a temporary file
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_signal_mid_run_removes_the_temporary_file_and_says_so(servables, tmp_path, sig):
+    """A real ``embedkit score`` process, signalled while it writes: no output, no temporary file, one
+    line on stderr, 143 for SIGTERM (128 + 15) and 130 for SIGINT."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = tmp_path / "in.parquet"
+    pq.write_table(pa.Table.from_pandas(rows(200_000), preserve_index=False), src, row_group_size=2_000)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.cli", "score", "--model", str(servables["binary"]), "--input",
+         str(src), "--output", str(out_dir / "o.parquet"), "--chunk-rows", "500", "--no-progress"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not any(p.name.endswith(".tmp") and p.stat().st_size > 0 for p in out_dir.iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the scoring never started writing"
+            time.sleep(0.05)
+        proc.send_signal(getattr(signal, sig))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == (143 if sig == "SIGTERM" else 130), err
+    assert list(out_dir.iterdir()) == []  # neither the output nor the temporary file
+    assert err.count("\n") == 1 and err.endswith("no output was written\n"), err
+    assert "Traceback" not in err
+
+
 # ---- the command -----------------------------------------------------------------------------------
 def test_cli_scores_a_registered_model_like_the_pyfunc_model(servables, mlflow_tmp, tmp_path, capsys):
     import mlflow.pyfunc
@@ -252,3 +294,22 @@ def test_options_are_checked_against_the_model(servables):
         resolve_options(servable, proba=True, keep=["proba_low"])
     assert resolve_options(servable, embeddings=["city", "city"]) == ScoreOptions(embeddings=("city",))
     assert resolve_options(servable, with_embeddings=True).embeddings == ("city", "level", "flag")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077], ids=["umask022", "umask077"])
+def test_bundle_tables_servable_and_scores_follow_the_umask(tmp_path, umask):
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        servable = build_net_servable(tmp_path / "model")
+        out = tmp_path / "scores.parquet"
+        score_parquet(load_servable(servable), write_dir(rows(300), tmp_path / "in"), out, chunk_rows=100)
+    finally:
+        os.umask(previous)
+    made = [tmp_path / "model", *(tmp_path / "model").rglob("*"), out]
+    assert any(p.name == "manifest.json" for p in made) and any(p.suffix == ".parquet" for p in made)
+    for path in made:
+        want = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert stat.S_IMODE(path.stat().st_mode) == want, (path, oct(stat.S_IMODE(path.stat().st_mode)))

@@ -219,16 +219,63 @@ def test_neighbors_bad_k(client: TestClient, k: str) -> None:
     assert "input" not in r.json()["detail"][0]
 
 
-def test_embeddings_unknown_column_is_404(client: TestClient) -> None:
-    for path in ["/embeddings/nope/c1", "/embeddings/nope/c1/neighbors", "/embeddings/amount/1"]:
+def test_embeddings_unknown_column_is_404_without_echoing_the_name(client: TestClient) -> None:
+    for path in [
+        "/embeddings/nope-<script>/c1",
+        "/embeddings/nope-<script>/c1/neighbors",
+        "/embeddings/amount/1",
+    ]:
         r = client.get(path)
         assert r.status_code == 404
-        assert "has no embedding table" in r.json()["detail"]
+        detail = r.json()["detail"]
+        assert detail == "no embedding table for this column; embedded columns: ['city', 'flag', 'level']"
+        assert "nope" not in r.text and "<script>" not in r.text and "amount" not in r.text
+
+
+@pytest.fixture(scope="module")
+def slash_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A model whose ``city`` column has the categories ``a/b`` and ``x/neighbors`` (values with a slash)."""
+    from test_service_support import frame
+
+    from embedkit.learner import Learner
+    from embedkit.serving import save_net_servable
+    from embedkit.spec import FeatureSpec
+    from embedkit.trainer import TrainConfig
+
+    root = tmp_path_factory.mktemp("slash")
+    df = frame()
+    df["city"] = df["city"].replace({"c1": "a/b", "c2": "x/neighbors"})
+    spec = FeatureSpec(target="y", categorical=["city", "level", "flag"], continuous=["amount", "score"])
+    learn = Learner.from_frame(df, spec, train_config=TrainConfig(epochs=1, lr=1e-2, device="cpu"))
+    learn.fit(df)
+    learn.save(root / "bundle")
+    servable = save_net_servable(root / "servable", root / "bundle", name="slash")
+    with TestClient(create_app(Settings(model_uri=str(servable), compute_threads=None))) as c:
+        wait_ready(c)
+        yield c
+
+
+def test_a_category_with_a_slash_can_be_looked_up(slash_client: TestClient) -> None:
+    plain = slash_client.get("/embeddings/city/a/b")
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["value"] == "a/b" and plain.json()["kind"] == "value"
+    encoded = slash_client.get("/embeddings/city/a%2Fb")
+    assert encoded.status_code == 200 and encoded.json()["vector"] == plain.json()["vector"]
+    near = slash_client.get("/embeddings/city/a/b/neighbors", params={"k": 3})
+    assert near.status_code == 200 and near.json()["value"] == "a/b" and near.json()["kind"] == "value"
+    assert "a/b" not in [n["category"] for n in near.json()["neighbors"]]
+    assert "x/neighbors" in [
+        n["category"] for n in slash_client.get("/embeddings/city/a/b/neighbors?k=100").json()["neighbors"]
+    ]
+    # a path ending in /neighbors asks for neighbours (documented): this is the neighbours of "x"
+    assert slash_client.get("/embeddings/city/x/neighbors").json()["value"] == "x"
+    assert slash_client.get("/embeddings/city/x/neighbors/neighbors").json()["kind"] == "value"
+    assert 'route="/embeddings/{column}/{value}",status="200"' in slash_client.get("/metrics").text
 
 
 def test_metrics(client: TestClient) -> None:
     client.post("/predict", json=records(3, city="unseen-city"))
-    client.post("/predict", content=b"{")
+    client.post("/predict", content=b"{", headers={"Content-Type": "application/json"})
     client.get("/embeddings/city/c1")
     r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
@@ -243,6 +290,66 @@ def test_metrics(client: TestClient) -> None:
     unmatched = client.get("/no/such/route")
     assert unmatched.status_code == 404
     assert 'route="unmatched",status="404"' in client.get("/metrics").text
+
+
+def test_requests_refused_before_routing_are_counted_under_their_route(make_client: ClientFactory) -> None:
+    client = make_client(api_key=API_KEY, max_body_bytes=2_000)
+    key = {"X-API-Key": API_KEY}
+    assert client.get("/embeddings/city/c1").status_code == 401
+    assert client.post("/predict", json=records(1)).status_code == 401
+    assert client.post("/predict", json=records(100), headers=key).status_code == 413
+    assert client.get("/no/such/route").status_code == 401
+    text = client.get("/metrics", headers=key).text
+    assert 'method="GET",route="/embeddings/{column}/{value}",status="401"' in text
+    assert 'method="POST",route="/predict",status="401"' in text
+    assert 'method="POST",route="/predict",status="413"' in text
+    assert 'method="GET",route="unmatched",status="401"' in text
+    assert 'route="unmatched",status="413"' not in text
+
+
+def test_a_client_that_disconnects_mid_body_is_counted_as_499_not_500(client: TestClient) -> None:
+    import asyncio
+
+    app = client.app
+    messages = iter(
+        [
+            {"type": "http.request", "body": b'{"records": [', "more_body": True},
+            {"type": "http.disconnect"},
+        ]
+    )
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/predict",
+        "raw_path": b"/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"transfer-encoding", b"chunked")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    assert sent == []  # nobody to answer
+    text = client.get("/metrics").text
+    assert 'method="POST",route="/predict",status="499"' in text
+    assert 'route="/predict",status="500"' not in text
+
+
+def test_head_health_and_ready(client: TestClient) -> None:
+    for path in ("/health", "/ready"):
+        r = client.head(path)
+        assert r.status_code == 200 and r.content == b"", path
 
 
 def test_openapi_types_each_record_value(make_client: ClientFactory) -> None:
@@ -412,6 +519,13 @@ def test_not_json_content_type_is_415(client: TestClient) -> None:
     )
 
 
+def test_a_body_without_content_type_is_415(client: TestClient) -> None:
+    r = client.post("/predict", content=json.dumps(records()))
+    assert "content-type" not in r.request.headers
+    assert r.status_code == 415
+    assert r.json() == {"detail": "send the records as JSON (Content-Type: application/json)"}
+
+
 def test_unknown_route_and_method_are_json(client: TestClient) -> None:
     assert client.get("/nope").json() == {"detail": "Not Found"}
     r = client.get("/predict")
@@ -467,7 +581,97 @@ def test_ready_says_failed_without_leaking_paths(make_client: ClientFactory, tmp
     assert client.post("/predict", json=records()).status_code == 503
 
 
+def test_a_failed_first_load_logs_one_line_not_a_traceback(
+    make_client: ClientFactory, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="embedkit.service")
+    client = make_client(tmp_path / "no-model-here", wait=False)
+    for _ in range(200):
+        if client.get("/ready").json()["status"] == "failed":
+            break
+        time.sleep(0.02)
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is None, errors
+    message = errors[0].getMessage()
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith(f"could not load the model {tmp_path / 'no-model-here'}: FormatError: ")
+
+
 # ---- API key, CORS -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("key", ["", "   ", "\t\n"])
+def test_an_empty_api_key_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="EMBEDKIT_API_KEY is set but empty; set it to a secret"):
+        Settings(api_key=key)
+    monkeypatch.setenv("EMBEDKIT_API_KEY", key)
+    with pytest.raises(ValidationError, match="EMBEDKIT_API_KEY is set but empty"):
+        Settings()
+    with pytest.raises(ValidationError, match="EMBEDKIT_API_KEY is set but empty"):
+        create_app()  # what `uvicorn service.app:create_app --factory` runs
+
+
+def test_serve_refuses_an_empty_api_key_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import uvicorn
+
+    from service.cli import main
+    from service.settings import get_settings
+
+    monkeypatch.setenv("EMBEDKIT_API_KEY", "")
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("the server must not start"))
+    try:
+        assert main(["serve", "--model-uri", "/models/x"]) == 2
+    finally:
+        get_settings.cache_clear()
+    assert "invalid setting EMBEDKIT_API_KEY: EMBEDKIT_API_KEY is set but empty" in caplog.text
+
+
+def test_serve_fail_fast_exits_1_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    from service.cli import main
+    from service.settings import get_settings
+
+    calls: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append(kw))
+    for name in [k for k in __import__("os").environ if k.startswith("EMBEDKIT_")]:
+        monkeypatch.delenv(name)
+    missing = tmp_path / "missing"
+    try:
+        assert main(["--model-uri", str(missing), "--fail-fast"]) == 1
+        err = capsys.readouterr().err
+        assert calls == []
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith(f"error: cannot load the model {missing}: FormatError: ")
+        monkeypatch.delenv("EMBEDKIT_FAIL_FAST")
+        assert main(["--model-uri", str(missing)]) == 0  # without it the server starts anyway
+        assert len(calls) == 1 and calls[0]["http"] == "service.http:JSONErrorH11Protocol"
+    finally:
+        get_settings.cache_clear()
+
+
+def test_serve_fail_fast_serves_a_model_that_loads(
+    monkeypatch: pytest.MonkeyPatch, servables: dict[str, Path]
+) -> None:
+    import uvicorn
+
+    from service.cli import main
+    from service.settings import get_settings
+
+    calls: list[Any] = []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: calls.append(kw))
+    monkeypatch.setenv("EMBEDKIT_FAIL_FAST", "true")
+    try:
+        assert main(["--model-uri", str(servables["binary"])]) == 0
+    finally:
+        get_settings.cache_clear()
+    assert len(calls) == 1
+
+
 def test_api_key(make_client: ClientFactory) -> None:
     client = make_client(api_key=API_KEY)
     good = {"X-API-Key": API_KEY}

@@ -73,6 +73,17 @@ def test_content_length_over_the_limit_is_refused_before_reading(server: LiveSer
     assert status == 413 and "limit" in json.loads(body)["detail"]
 
 
+@pytest.mark.parametrize("length", ["abc", "-1", "1e3", "0x10"])
+def test_a_content_length_that_is_not_a_number_is_a_json_400(server: LiveServer, length: str) -> None:
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {length}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    status, body = raw_request(server.port, head, b"{}")
+    assert status == 400
+    assert json.loads(body) == {"detail": "Content-Length is not a number"}
+
+
 def test_health_answers_while_large_requests_are_scored(server: LiveServer) -> None:
     big = json.dumps({"records": [{**RECORD, "score": i / MAX_ROWS} for i in range(MAX_ROWS)]})
     done = threading.Event()

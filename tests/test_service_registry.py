@@ -138,3 +138,17 @@ print(bad)
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_downloads_draw_no_mlflow_progress_bars(
+    store: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from service.loader import download_registered
+
+    monkeypatch.delenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", raising=False)
+    capfd.readouterr()
+    settings = Settings(model_uri=f"models:/{NAME}@champion", tracking_uri=store["uri"])
+    resolved = download_registered(settings.model_uri, settings, tmp_path / "cache")
+    assert (resolved.path / "servable.json").is_file()
+    err = capfd.readouterr().err
+    assert "Downloading artifacts" not in err and "%|" not in err, err[-2000:]

@@ -7,6 +7,7 @@ import logging
 from fastapi import APIRouter, HTTPException, Request
 
 from ..deps import HolderDep, MetricsDep, SettingsDep
+from ..loader import describe_error
 from ..schemas import ErrorBody, ReloadResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -29,12 +30,13 @@ log = logging.getLogger("embedkit.service")
 async def reload(
     request: Request, holder: HolderDep, settings: SettingsDep, metrics: MetricsDep
 ) -> ReloadResponse:
-    if settings.api_key is None:
+    if not settings.auth_enabled:
         raise HTTPException(403, detail="admin routes are disabled: set EMBEDKIT_API_KEY to enable them")
     try:
         previous, current = await holder.load(request.app.state.load_model)
-    except Exception:
-        log.exception("model reload failed; the current model stays in service")
+    except Exception as exc:
+        log.error("model reload failed: %s; the current model stays in service", describe_error(exc))
+        log.debug("model reload traceback", exc_info=exc)
         metrics.reloads.labels("failed").inc()
         raise HTTPException(
             503, detail="the reload failed; the current model stays in service (see the server log)"

@@ -1,4 +1,9 @@
-"""``GET /embeddings/{column}/{value}`` and its nearest neighbours, from the loaded model's tables."""
+"""``GET /embeddings/{column}/{value}`` and its nearest neighbours, from the loaded model's tables.
+
+``value`` is the rest of the path, so a category may hold ``/`` (``/embeddings/route/JFK/LAX``, or
+``JFK%2FLAX``). The neighbours route is matched first: a path ending in ``/neighbors`` asks for the
+neighbours of what comes before it.
+"""
 
 from __future__ import annotations
 
@@ -20,36 +25,22 @@ ValuePath = Annotated[
     str,
     Path(
         description="the category, read as the column's kind (e.g. '5' for an integer "
-        "column); a value not seen in training gives the 'unknown' vector"
+        "column); it may contain '/'; a value not seen in training gives the 'unknown' vector"
     ),
 ]
 
 
 def _check_column(model: ModelDep, column: str) -> None:
     if column not in model.servable.tables:
+        # the requested name is not echoed back (reflected input); the known ones are listed instead
         raise HTTPException(
             404,
-            detail=f"column {column[:100]!r} has no embedding table; embedded columns: "
-            f"{sorted(model.servable.tables)}",
+            detail=f"no embedding table for this column; embedded columns: {sorted(model.servable.tables)}",
         )
 
 
 @router.get(
-    "/{column}/{value}",
-    response_model=EmbeddingResponse,
-    responses=_ERRORS,
-    summary="The embedding vector of one category",
-)
-def embedding(column: ColumnPath, value: ValuePath, model: ModelDep) -> EmbeddingResponse:
-    _check_column(model, column)
-    vector, kind = model.servable.embedding(column, value)
-    return EmbeddingResponse(
-        column=column, value=value, kind=cast(RowKind, kind), dim=len(vector), vector=vector.tolist()
-    )
-
-
-@router.get(
-    "/{column}/{value}/neighbors",
+    "/{column}/{value:path}/neighbors",
     response_model=NeighborsResponse,
     responses=_ERRORS,
     summary="The categories nearest to one category, by cosine similarity",
@@ -68,4 +59,18 @@ def neighbors(
         value=value,
         kind=cast(RowKind, kind),
         neighbors=[Neighbor(category=n["category"], similarity=n["similarity"]) for n in found],
+    )
+
+
+@router.get(
+    "/{column}/{value:path}",
+    response_model=EmbeddingResponse,
+    responses=_ERRORS,
+    summary="The embedding vector of one category",
+)
+def embedding(column: ColumnPath, value: ValuePath, model: ModelDep) -> EmbeddingResponse:
+    _check_column(model, column)
+    vector, kind = model.servable.embedding(column, value)
+    return EmbeddingResponse(
+        column=column, value=value, kind=cast(RowKind, kind), dim=len(vector), vector=vector.tolist()
     )

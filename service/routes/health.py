@@ -33,3 +33,10 @@ async def ready(holder: HolderDep) -> ReadyResponse | JSONResponse:
     )
     body = ReadyResponse(status="failed" if holder.status == "failed" else "loading", detail=detail)
     return JSONResponse(body.model_dump(mode="json"), status_code=503, headers={"Retry-After": RETRY_AFTER})
+
+
+# HEAD for probes and load balancers that only look at the status (the same answer without its body)
+router.add_api_route(
+    "/health", health, methods=["HEAD"], response_model=HealthResponse, include_in_schema=False
+)
+router.add_api_route("/ready", ready, methods=["HEAD"], response_model=ReadyResponse, include_in_schema=False)

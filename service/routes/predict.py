@@ -21,8 +21,8 @@ REQUEST_BODY_PLACEHOLDER = {"required": True, "content": {"application/json": {"
 
 
 def _is_json(content_type: str | None) -> bool:
-    if content_type is None:
-        return True
+    if content_type is None:  # a body must say what it is: no Content-Type is a 415 too
+        return False
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
@@ -39,7 +39,7 @@ def _is_json(content_type: str | None) -> bool:
             "model": ErrorBody,
             "description": "more records than the limit, or a body over the size limit",
         },
-        415: {"model": ErrorBody, "description": "the body is not JSON"},
+        415: {"model": ErrorBody, "description": "the body is not sent as application/json"},
         422: {
             "model": ValidationErrorBody,
             "description": "invalid JSON, or a missing, extra or mistyped value",
