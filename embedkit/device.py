@@ -68,12 +68,26 @@ def _cgroup_cpu_quota() -> int | None:
 
 def training_threads(requested: int | None, batch_size: int) -> int:
     """Threads for a CPU training run: ``requested`` (``TrainConfig.threads``) when given, else one for
-    batches below ``SMALL_BATCH`` rows and every CPU the process may use (:func:`available_cpus`) above."""
+    batches below ``SMALL_BATCH`` rows; above it the CPUs the process may use (:func:`available_cpus`),
+    shared among the processes of a ``torchrun`` on this machine (``LOCAL_WORLD_SIZE``), and at most
+    ``OMP_NUM_THREADS`` when that is set (torchrun and joblib's workers set it against oversubscribing)."""
     if requested is not None:
         if requested < 1:
             raise ValueError(f"threads must be >= 1 or None, got {requested}")
         return int(requested)
-    return 1 if batch_size < SMALL_BATCH else available_cpus()
+    if batch_size < SMALL_BATCH:
+        return 1
+    n = available_cpus() // max(1, _env_int("LOCAL_WORLD_SIZE") or 1)
+    omp = _env_int("OMP_NUM_THREADS")
+    return max(1, min(n, omp) if omp else n)
+
+
+def _env_int(name: str) -> int | None:
+    try:
+        value = int(os.environ.get(name, ""))
+    except ValueError:
+        return None
+    return value if value > 0 else None
 
 
 @contextlib.contextmanager

@@ -162,7 +162,8 @@ class Learner:
         """Train. With no ``lr`` (here or in the config) the LR finder's suggestion is used.
 
         ``progress``: a progress bar per epoch and one line per epoch on stderr; None shows them when
-        stderr is a terminal (the estimators and pipelines pass False and report in their own way).
+        stderr is a terminal; a ProgressBar among the callbacks (the pipelines') takes its place, and
+        the estimators pass False (scikit-learn style, quiet).
         """
         _require_target(train, self.target.name)
         if valid is not None:

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 class LRFinderResult:
     """The sweep: rates, raw and smoothed losses, and suggested rates.
 
-    ``suggestion`` is the ``minimum/10`` rate (a tenth of the rate at the lowest smoothed loss);
+    ``suggestion`` is the ``minimum/10`` rate (a tenth of the rate at the lowest smoothed loss), or,
+    when that is no usable rate (below ``MIN_USABLE_LR``), ``valley`` or ``FALLBACK_LR`` with a warning;
     ``alternatives`` also gives ``valley`` (the middle of the longest descent of the smoothed loss) and
     ``steepest`` (where the loss falls fastest).
     """

@@ -84,7 +84,9 @@ class NetConfig:
     # regression: the training target's mean and standard deviation, one per output (Learner sets them
     # from the training rows). The head predicts the standardised target, the forward pass returns
     # ``head * y_std + y_mean`` (original units), and the loss is the standardised one, so the learning
-    # rate, the init and weight decay mean the same whatever the target's units. None: no scaling
+    # rate, the init and weight decay mean the same whatever the target's units. With ``y_range`` the
+    # outputs are squashed into that range instead (no affine), the loss still divided by ``y_std``.
+    # None: no scaling
     y_mean: list[float] | None = None
     y_std: list[float] | None = None
     standardize_target: bool = True  # regression: whether Learner sets y_mean / y_std from the data
@@ -149,6 +151,9 @@ class NetConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetConfig:
         d = dict(d)
+        # written before the width cap existed: the rule was uncapped up to 600, and its tables are
+        # that wide (a new default would rebuild narrower tables that the weights do not fit)
+        d.setdefault("max_emb_dim", 600)
         if d.get("y_range"):
             d["y_range"] = tuple(d["y_range"])
         return cls(**d)
@@ -279,10 +284,15 @@ class TabularNet(nn.Module):
             "y_std", torch.tensor(config.y_std, dtype=torch.float32) if scaled else None, persistent=False
         )
 
-    def set_target_scale(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        """Regression: predict ``head * std + mean`` from now on (and record both in the config)."""
+    def set_target_scale(self, mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+        """Regression: predict ``head * std + mean`` from now on (and record both in the config);
+        ``None, None`` removes the scale (the head's outputs are then the predictions)."""
         if self.config.task != "regression":
             raise ValueError("a target scale is for regression nets")
+        if mean is None or std is None:
+            self.config.y_mean = self.config.y_std = None
+            self.y_mean = self.y_std = None
+            return
         cfg = NetConfig.from_dict({**self.config.to_dict(), "y_mean": list(mean), "y_std": list(std)})
         self.config.y_mean, self.config.y_std = cfg.y_mean, cfg.y_std
         device = self.head.weight.device
@@ -311,11 +321,14 @@ class TabularNet(nn.Module):
         return {c: e.weight.detach().float().cpu() for c, e in zip(self.cat_names, self.embeds, strict=True)}  # type: ignore
 
     def architecture(self) -> dict[str, Any]:
+        # every width written out, so the net rebuilds the same whatever the width rule's default
+        config = self.config.to_dict()
+        config["emb_dims"] = dict(zip(self.cat_names, self.emb_dims, strict=True))
         return {
             "cat_names": self.cat_names,
             "cardinalities": self.cardinalities,
             "n_cont": self.n_cont,
-            "config": self.config.to_dict(),
+            "config": config,
         }
 
     @classmethod

@@ -78,7 +78,7 @@ def auto_batch_size(n_rows: int) -> int:
 
 def auto_epochs(n_rows: int, batch_size: int) -> int:
     """The default number of epochs: enough for ``MIN_TOTAL_STEPS`` (600) optimizer steps, within
-    ``[5, 20]`` (2,000 rows at batch 32: 10 epochs; 100,000 rows at batch 1,024: 6; 300,000: 5).
+    ``[5, 20]`` (2,000 rows at batch 32: 10 epochs; 100,000 rows at batch 1,024: 7; 300,000: 5).
 
     The held-out slice (``valid_fraction`` of the estimators) keeps the best epoch, so a small table that
     starts to overfit before the end loses nothing to the longer run.

@@ -40,18 +40,46 @@ from .outputs import class_index, proba_from_raw
 SERVABLE_FORMAT_VERSION = 1
 SERVABLE_FILE = "servable.json"
 
-#: scikit-learn types (and the numpy and scipy.sparse arrays they hold, e.g. k-NN's one-hot training
-#: matrix) a skops file may contain; anything else is refused at load.
-TRUSTED_SKOPS_PREFIXES = ("sklearn.", "numpy.", "scipy.sparse.", "builtins.", "collections.")
-#: functions of embedkit itself a skops file may name (exact names: a baseline encoder's string cast)
-TRUSTED_SKOPS_NAMES = ("embedkit.serving.categories_as_strings",)
+#: What a skops file may name beyond the types skops itself trusts (scikit-learn's estimators and plain
+#: containers): exact names only, never a prefix (a prefix such as ``builtins.`` or ``numpy.`` admits
+#: functions, e.g. ``builtins.eval``, which skops would call while loading). These are the types the
+#: downstream models and baselines of the pipelines hold: a tree's nodes, k-NN's search structures and
+#: one-hot training matrix, the target encoder's folds, and a baseline encoder's string cast.
+TRUSTED_SKOPS_TYPES = frozenset(
+    {
+        "embedkit.serving.categories_as_strings",
+        "numpy.dtype",
+        "scipy.sparse._csr.csr_matrix",
+        "scipy.sparse._csc.csc_matrix",
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "sklearn.model_selection._split.KFold",
+        "sklearn.model_selection._split.StratifiedKFold",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.tree._tree.Tree",
+    }
+)
 
 
 def categories_as_strings(X: Any) -> np.ndarray:
     """Categorical values as strings (missing values as ``"<missing>"``): what scikit-learn's encoders
-    want. The first step of a baseline's encoder, here so that a servable names no training code."""
+    want. The first step of a baseline's encoder, here so that a servable names no training code.
+
+    A whole-number float is written as the integer (``1.0`` -> ``"1"``): an integer column with gaps
+    arrives as float64 in training and as Python ints in a JSON request, and both must give one string.
+    """
     df = pd.DataFrame(X)
-    return df.astype(object).where(df.notna(), "<missing>").astype(str).to_numpy(dtype=object)
+    values = df.to_numpy(dtype=object)
+    missing = df.isna().to_numpy()
+    out = np.empty(values.shape, dtype=object)
+    for idx, v in np.ndenumerate(values):
+        if missing[idx]:
+            out[idx] = "<missing>"
+        elif isinstance(v, float | np.floating) and float(v).is_integer():
+            out[idx] = str(int(v))
+        else:
+            out[idx] = str(v)
+    return out
 
 
 def input_schema_from_preprocessor(pre: Any) -> list[dict[str, Any]]:
@@ -287,9 +315,7 @@ def _load_skops(file: Path) -> Any:
     import skops.io as sio
 
     untrusted = sio.get_untrusted_types(file=file)
-    refused = [
-        t for t in untrusted if not t.startswith(TRUSTED_SKOPS_PREFIXES) and t not in TRUSTED_SKOPS_NAMES
-    ]
+    refused = [t for t in untrusted if t not in TRUSTED_SKOPS_TYPES]
     if refused:
         raise FormatError(f"{file} contains types outside the allow-list: {refused}")
     return sio.load(file, trusted=untrusted)

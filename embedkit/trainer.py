@@ -619,11 +619,16 @@ class Trainer:
         state = distributed.run_on_main(lambda: read_checkpoint(path))
         self.model.load_state_dict(state["model"])
         saved_cfg = (state.get("architecture") or {}).get("config") or {}
-        if saved_cfg.get("y_std") is not None and self.task == "regression":
-            # the target scale lives in the config, not in the weights: take the checkpoint's
-            self.model.set_target_scale(saved_cfg["y_mean"], saved_cfg["y_std"])
+        if self.task == "regression":
+            # the target scale lives in the config, not in the weights: take the checkpoint's, none
+            # included (a checkpoint from before standardisation, or with standardize_target=False)
+            self.model.set_target_scale(saved_cfg.get("y_mean"), saved_cfg.get("y_std"))
         self.batch_size = int(state["batch_size"])
-        self.epochs = int(state.get("epochs") or self.epochs)
+        # the config's epochs when set, else the run's own (or the rule, for the checkpoint's batch size)
+        saved_epochs = state.get("epochs") or (state.get("train_config") or {}).get("epochs")
+        self.epochs = int(
+            self.config.epochs or saved_epochs or auto_epochs(max(1, self._n_local), self.batch_size)
+        )
         self.lr_max = float(state["lr_max"])
         self.optimizer = self._new_optimizer()
         try:

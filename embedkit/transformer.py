@@ -365,7 +365,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
                     "no tables given, so fit trains a net on X and y: pass y (the target), "
                     "or pass tables=<directory or EmbeddingTables> to use trained tables"
                 )
-            self.cv_ = self._resolve_cv(len(frame))
+            self.cv_ = self._resolve_cv(len(frame), y)
             self._init_seed_ = self._shared_init_seed()
             tables = self._train(
                 frame, y, sample_weight, self.random_state, self._columns_param(), self._init_seed_
@@ -387,12 +387,19 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         rs.randint(np.iinfo(np.int32).max)
         return {"emb_init_seed": int(rs.randint(np.iinfo(np.int32).max))}
 
-    def _resolve_cv(self, n_rows: int) -> Any:
+    def _resolve_cv(self, n_rows: int, y: Any = None) -> Any:
         """The folds of cross-fitting: ``cv``, or for ``"auto"`` 5 below ``CV_AUTO_MAX_ROWS`` rows and
-        None (one net, in-sample vectors) from there on."""
-        if isinstance(self.cv, str):
-            return CV_AUTO_FOLDS if n_rows < CV_AUTO_MAX_ROWS else None
-        return self.cv
+        None (one net, in-sample vectors) from there on, or when the rows are too few for 5 folds
+        (under 10 rows, or a class with fewer than 5)."""
+        if not isinstance(self.cv, str):
+            return self.cv
+        if n_rows >= CV_AUTO_MAX_ROWS or n_rows < 2 * CV_AUTO_FOLDS:
+            return None
+        if y is not None and type_of_target(y) in ("binary", "multiclass"):
+            _, counts = np.unique(np.asarray(y), return_counts=True)
+            if counts.min() < CV_AUTO_FOLDS:
+                return None
+        return CV_AUTO_FOLDS
 
     def _columns_param(self) -> list[str] | None:
         if self.columns is None:

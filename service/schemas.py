@@ -165,7 +165,10 @@ class ModelInfo(BaseModel):
     name: str
     version: str
     source: Literal["registry", "local"]
-    kind: str = Field(description="'net' (the embedding net itself) or 'pipeline' (embeddings → estimator)")
+    kind: str = Field(
+        description="'net' (the embedding net itself), 'pipeline' (embeddings → estimator) or 'baseline' "
+        "(ordinal / one-hot / target codes → estimator; the train run's tables serve the look-ups)"
+    )
     task: str
     loaded_at: datetime
 

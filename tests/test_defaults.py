@@ -320,3 +320,81 @@ def test_learner_fit_shows_epoch_lines_when_asked_and_estimators_stay_quiet(caps
     assert learn.trainer.callbacks.callbacks == []  # the bar was for that fit only
     TabularNetClassifier(categorical=["cat"], epochs=1, lr=1e-2).fit(df[XCOLS], df["y"])
     assert "epoch" not in capsys.readouterr().err
+
+
+# ---- compatibility and safety (review findings) ---------------------------------------------------
+def test_a_bundle_from_before_the_width_cap_rebuilds_at_its_own_widths():
+    old = NetConfig().to_dict()
+    del old["max_emb_dim"]  # what a bundle written before the cap holds
+    net = TabularNet(["a"], [200], 0, NetConfig.from_dict(old))
+    assert net.emb_dims == [round(1.6 * 200**0.56)]  # 31, the uncapped rule of its time
+    arch = TabularNet(["a", "b"], [200, 7], 1, NetConfig()).architecture()
+    assert arch["config"]["emb_dims"] == {"a": 12, "b": default_emb_dim(7)}  # widths written out
+    assert TabularNet.from_architecture(arch).emb_dims == [12, default_emb_dim(7)]
+
+
+def test_resuming_trains_to_the_configured_epochs_and_keeps_a_checkpoint_without_a_scale(tmp_path):
+    df, _ = grouped_categories(n=800, task="regression")
+    spec = FeatureSpec(target="y", categorical=["cat"], continuous=["x"], dates=[])
+
+    def learner(epochs, **net):
+        cfg = TrainConfig(epochs=epochs, lr=1e-2, checkpoint_dir=str(tmp_path), restore_best=False)
+        return Learner.from_frame(df, spec, net_config=NetConfig(**net), train_config=cfg)
+
+    learner(1, standardize_target=False).fit(df)  # a checkpoint in raw units (as before this version)
+    resumed = learner(3)
+    history = resumed.fit(df, resume_from=tmp_path)
+    assert [e["epoch"] for e in history.epochs] == [1, 2, 3]  # the config's 3 epochs, not the checkpoint's 1
+    assert resumed.model.config.y_mean is None and resumed.model.y_std is None  # the checkpoint's (no) scale
+
+
+def test_a_skops_file_naming_a_builtin_function_is_refused_before_it_runs(tmp_path):
+    import json
+    import zipfile
+
+    from embedkit.exceptions import FormatError
+    from embedkit.serving import _load_skops
+
+    ran = tmp_path / "ran"
+    schema = {
+        "__class__": "eval",
+        "__module__": "builtins",
+        "__loader__": "ObjectNode",
+        "content": {"__class__": "str", "__module__": "builtins", "__loader__": "JsonNode",
+                    "content": json.dumps(f"open({str(ran)!r}, 'w')"), "is_json": True},
+        "protocol": 2,
+        "_skops_version": "0.10.0",
+    }  # fmt: skip
+    path = tmp_path / "evil.skops"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("schema.json", json.dumps(schema))
+    with pytest.raises(FormatError, match="outside the allow-list"):
+        _load_skops(path)
+    assert not ran.exists()
+
+
+def test_baseline_string_cast_writes_whole_floats_as_integers():
+    from embedkit.serving import categories_as_strings
+
+    train = pd.DataFrame({"level": [1.0, 2.0, np.nan], "city": ["a", None, "b"]})
+    served = pd.DataFrame({"level": pd.Series([1, None, 2], dtype=object), "city": ["a", "b", None]})
+    assert categories_as_strings(train).tolist() == [["1", "a"], ["2", "<missing>"], ["<missing>", "b"]]
+    assert categories_as_strings(served)[:, 0].tolist() == ["1", "<missing>", "2"]
+
+
+def test_threads_respect_torchrun_and_omp_settings(monkeypatch):
+    import embedkit.device as dev
+
+    monkeypatch.setattr(dev, "available_cpus", lambda: 8)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert dev.training_threads(None, 1024) == 2  # 8 CPUs shared by 4 ranks
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert dev.training_threads(None, 1024) == 1
+
+
+def test_auto_cv_falls_back_to_one_net_when_folds_cannot_be_made():
+    et = EmbeddingTransformer()
+    assert et._resolve_cv(8) is None  # too few rows for 5 folds
+    assert et._resolve_cv(100, np.r_[np.zeros(97), np.ones(3)]) is None  # a class of 3 rows
+    assert et._resolve_cv(100, np.arange(100) % 2) == 5

@@ -139,7 +139,7 @@ def test_train_run_records_params_metrics_and_artifacts(result, tmp_path):
     # the resolved config, flattened: the given keys and embedkit's defaults
     assert train.params["train.epochs"] == "2"
     assert train.params["net.layers"] == "[16, 8]"
-    assert train.params["net.emb_dropout"] == "None"  # embedkit's default: chosen from the rows
+    assert train.params["net.emb_dropout"] == "0.2"  # embedkit's default for 2,400 training rows
     assert train.params["net.max_emb_dim"] == "12"
     assert train.params["data.n_train"] == "2400"
     assert 0.5 < train.metrics["valid_auc"] <= 1
