@@ -398,3 +398,31 @@ def test_auto_cv_falls_back_to_one_net_when_folds_cannot_be_made():
     assert et._resolve_cv(8) is None  # too few rows for 5 folds
     assert et._resolve_cv(100, np.r_[np.zeros(97), np.ones(3)]) is None  # a class of 3 rows
     assert et._resolve_cv(100, np.arange(100) % 2) == 5
+
+
+# ---- a small ensemble below 10,000 rows -----------------------------------------------------------
+def test_small_tables_average_five_nets_and_their_probabilities():
+    df, _ = grouped_categories(n=1_200, task="multiclass")
+    clf = TabularNetClassifier(categorical=["cat", "other"], epochs=2, lr=1e-2, random_state=3)
+    clf.fit(df[XCOLS], df["y"])
+    assert clf.n_nets_ == 5 and len(clf.learners_) == 5 and clf.learner_ is clf.learners_[0]
+    seeds = [learn.train_config.seed for learn in clf.learners_]
+    assert len(set(seeds)) == 5 and seeds[0] == 3
+    members = [learn.predict_proba(df[XCOLS]) for learn in clf.learners_]
+    np.testing.assert_allclose(clf.predict_proba(df[XCOLS]), np.mean(members, axis=0), rtol=1e-6)
+    assert clf.predict(df[XCOLS]).tolist() == list(clf.classes_[np.mean(members, axis=0).argmax(1)])
+    with pytest.raises(Exception, match="averages 5 nets .* refit with n_nets=1"):
+        clf.save("unused")
+    one = TabularNetRegressor(categorical=["cat"], epochs=1, lr=1e-2, n_nets=1).fit(df[XCOLS], df["x"])
+    assert one.n_nets_ == 1
+    with pytest.raises(ValueError, match="n_nets must be 'auto' or an integer >= 1"):
+        TabularNetRegressor(n_nets=0).fit(df[XCOLS], df["x"])
+
+
+def test_large_tables_train_one_net(monkeypatch):
+    import embedkit.estimators as est
+
+    monkeypatch.setattr(est, "ENSEMBLE_MAX_ROWS", 500)
+    df, _ = grouped_categories(n=600, task="binary")
+    clf = TabularNetClassifier(categorical=["cat"], epochs=1, lr=1e-2).fit(df[XCOLS], df["y"])
+    assert clf.n_nets_ == 1
