@@ -622,9 +622,13 @@ def kill_scores(servable: Path, work: Path, rng: random.Random, kills: list[sign
                 t.tracebacks += 1
             if code != 143 or len(err.strip().splitlines()) != 1:
                 t.note(f"SIGTERM at +{delay:.1f} s: exit {code}, stderr {err.strip()[-300:]!r}")
-            if left or out.exists():
-                t.partial_files += len(left) + out.exists()
-                t.note(f"SIGTERM at +{delay:.1f} s left {[p.name for p in left]}, output {out.exists()}")
+            if left:
+                t.partial_files += len(left)
+                t.note(f"SIGTERM at +{delay:.1f} s left {[p.name for p in left]}")
+            if out.exists() and whole(out, len(idx)):
+                # the signal came after the output was renamed into place (the process was exiting):
+                # the whole output, never a partial one; an incomplete file is counted below
+                t.note(f"SIGTERM at +{delay:.1f} s came after the output was complete (exit {code})")
         else:
             tmp_after_sigkill += len(left)
         if code is not None and out.exists() and not whole(out, len(idx)):
