@@ -94,10 +94,9 @@ class Learner:
         cfg.task = target.task
         if target.task == "multiclass":
             cfg.n_classes = target.n_classes
-        if cfg.dropout is None:
-            cfg.dropout = auto_dropout(len(train))
-        if cfg.emb_dropout is None:
-            cfg.emb_dropout = auto_dropout(len(train))
+        rate = auto_dropout(len(train))
+        cfg.dropout = rate if cfg.dropout is None else cfg.dropout
+        cfg.emb_dropout = rate if cfg.emb_dropout is None else cfg.emb_dropout
         unknown = set(cfg.emb_dims) - set(pre.cat_names_)
         if unknown:
             raise DataError(

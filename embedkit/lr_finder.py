@@ -148,35 +148,33 @@ def lr_find(
     torch.manual_seed(cfg.seed)  # dropout draws from the global generator: seed it for a reproducible sweep
     perm = torch.randperm(n, generator=g).to(trainer.device)
     pos = 0
-    threads = trainer.cpu_threads()
-    threads.__enter__()
-    try:
-        for i in range(num):
-            if pos + trainer.batch_size > n:
-                perm = torch.randperm(n, generator=g).to(trainer.device)
-                pos = 0
-            idx = perm[pos : pos + trainer.batch_size]
-            pos += trainer.batch_size
-            lr = start_lr * mult**i
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = data.take(idx)
-            loss = float(trainer._step(batch.x_cat, batch.x_cont, batch.y, batch.w))  # type: ignore
-            if not math.isfinite(loss):
-                break
-            avg = beta * avg + (1 - beta) * loss
-            sm = avg / (1 - beta ** (i + 1))
-            lrs.append(lr)
-            losses.append(loss)
-            smoothed.append(sm)
-            best = min(best, sm)
-            if i > 0 and sm > stop_div * best:
-                break
-    finally:
-        threads.__exit__(None, None, None)
-        torch.random.set_rng_state(rng_state)
-        model.load_state_dict(saved)
-        trainer.optimizer = None
+    with trainer.cpu_threads():
+        try:
+            for i in range(num):
+                if pos + trainer.batch_size > n:
+                    perm = torch.randperm(n, generator=g).to(trainer.device)
+                    pos = 0
+                idx = perm[pos : pos + trainer.batch_size]
+                pos += trainer.batch_size
+                lr = start_lr * mult**i
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                batch = data.take(idx)
+                loss = float(trainer._step(batch.x_cat, batch.x_cont, batch.y, batch.w))  # type: ignore
+                if not math.isfinite(loss):
+                    break
+                avg = beta * avg + (1 - beta) * loss
+                sm = avg / (1 - beta ** (i + 1))
+                lrs.append(lr)
+                losses.append(loss)
+                smoothed.append(sm)
+                best = min(best, sm)
+                if i > 0 and sm > stop_div * best:
+                    break
+        finally:
+            torch.random.set_rng_state(rng_state)
+            model.load_state_dict(saved)
+            trainer.optimizer = None
     if len(lrs) < 3:
         raise RuntimeError("the LR finder diverged within its first steps; lower start_lr")
     alts = suggestions(np.array(lrs), np.array(smoothed))

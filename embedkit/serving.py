@@ -246,21 +246,14 @@ def save_pipeline_servable(
     The estimator must have been fitted on ``transformer.transform(X)`` with the target encoded as
     class ids ``0..k-1`` (classifiers) or values (regression).
     """
-    from .tables import write_tables
-
     details: dict[str, Any] = {
         "transformer": {
             "params": _transformer_params(transformer),
             "feature_names_in": [str(c) for c in transformer.feature_names_in_],
         },
-        "estimator_class": f"{type(estimator).__module__}.{type(estimator).__name__}",
     }
-    with atomic_dir(path) as tmp:
-        write_tables(tmp / "tables", transformer.tables_, source=getattr(transformer.tables_, "source", None))
-        details["estimator"] = _save_estimator(estimator, tmp)
-        meta = _meta("pipeline", name, task, classes, input_schema, metrics, details)
-        (tmp / SERVABLE_FILE).write_text(json.dumps(meta, indent=2, default=str))
-    return Path(path)
+    meta = ("pipeline", name, task, classes, input_schema, metrics)
+    return _write_with_estimator(path, meta, details, estimator, transformer.tables_)
 
 
 def save_baseline_servable(
@@ -281,20 +274,37 @@ def save_baseline_servable(
     (optional): embedding tables served alongside for look-ups (the baseline does not use them)."""
     import skops.io as sio
 
-    from .tables import write_tables
-
     details: dict[str, Any] = {
         "feature_columns": [c["name"] for c in input_schema],
-        "estimator_class": f"{type(estimator).__module__}.{type(estimator).__name__}",
         "encoder": {"format": "skops", "file": "encoder.skops"},
     }
+    meta = ("baseline", name, task, classes, input_schema, metrics)
+    return _write_with_estimator(
+        path, meta, details, estimator, tables, lambda tmp: sio.dump(encoder, tmp / "encoder.skops")
+    )
+
+
+def _write_with_estimator(
+    path: str | Path,
+    meta: tuple[str, str | None, str, list[Any] | None, list[dict[str, Any]], dict[str, float] | None],
+    details: dict[str, Any],
+    estimator: Any,
+    tables: Any,
+    write_more: Any = None,
+) -> Path:
+    """Write a servable of kind "pipeline" or "baseline" atomically: the tables (when any), what
+    ``write_more(folder)`` adds, the estimator, then ``servable.json`` from ``meta`` (kind, name, task,
+    classes, input schema, metrics) and ``details``."""
+    from .tables import write_tables
+
+    details = {**details, "estimator_class": f"{type(estimator).__module__}.{type(estimator).__name__}"}
     with atomic_dir(path) as tmp:
-        sio.dump(encoder, tmp / "encoder.skops")
-        details["estimator"] = _save_estimator(estimator, tmp)
         if tables is not None and len(tables):
             write_tables(tmp / "tables", tables, source=getattr(tables, "source", None))
-        meta = _meta("baseline", name, task, classes, input_schema, metrics, details)
-        (tmp / SERVABLE_FILE).write_text(json.dumps(meta, indent=2, default=str))
+        if write_more is not None:
+            write_more(tmp)
+        details["estimator"] = _save_estimator(estimator, tmp)
+        (tmp / SERVABLE_FILE).write_text(json.dumps(_meta(*meta, details), indent=2, default=str))
     return Path(path)
 
 

@@ -291,19 +291,20 @@ def _progress(total: int | None) -> Any:
 def resolve_model(uri: str, workdir: str | os.PathLike[str]) -> Path:
     """The local servable directory for ``uri`` (downloaded or built under ``workdir`` when needed).
 
-    ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` go through the service's loader; ``runs:/RUN_ID/PATH``
+    ``models:/NAME@ALIAS`` and ``models:/NAME/VERSION`` go through :mod:`embedkit.model_uri` (as the service does); ``runs:/RUN_ID/PATH``
     downloads the artifact; a model bundle (a logged pyfunc model's, a run's ``bundle`` artifact or a local
     one) is wrapped as a servable.
     """
-    from service.loader import REGISTRY_SCHEME, download_registered, find_servable, resolve_local
-    from service.settings import Settings
+    from embedkit.model_uri import REGISTRY_SCHEME, download_registered, find_servable, resolve_local
 
     work = Path(workdir)
     if uri.startswith(REGISTRY_SCHEME):
         from mlflow.exceptions import MlflowException
 
         try:
-            return download_registered(uri, Settings(model_uri=uri), work / "registry").path
+            # EMBEDKIT_TRACKING_URI as for the service, else MLFLOW_TRACKING_URI, else ./mlflow.db
+            store = os.environ.get("EMBEDKIT_TRACKING_URI")
+            return download_registered(uri, store, work / "registry").path
         except ValueError as exc:  # not models:/NAME@ALIAS or models:/NAME/VERSION
             raise DataError(str(exc)) from None
         except MlflowException as exc:  # a name, alias or version the registry lacks

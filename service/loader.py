@@ -1,24 +1,23 @@
 """Find and load the served model: a registered MLflow model (``models:/NAME@ALIAS``) or a local directory.
 
-This is the only service module that imports mlflow, and only for ``models:/`` URIs. A registered model
-is the pipelines' pyfunc model whose artifacts hold the servable directory (``artifacts/servable/``);
-its files are downloaded, never unpickled: the servable is read with :func:`embedkit.serving.load_servable`
-(JSON, Parquet, safetensors, LightGBM text, skops with an allow-list).
+The resolution itself is :mod:`embedkit.model_uri` (shared with batch scoring; the only place mlflow is
+imported, and only for ``models:/`` URIs); this module adds the service's settings and the request scorer.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import re
-import shutil
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from embedkit.exceptions import FormatError
-from embedkit.serving import SERVABLE_FILE, load_servable
+from embedkit.model_uri import (
+    REGISTRY_SCHEME,
+    ResolvedModel,
+    default_tracking_uri,
+    find_servable,
+    resolve_local,
+)
+from embedkit.model_uri import download_registered as _download_registered
+from embedkit.serving import load_servable
 
 from .scoring import Scorer
 from .settings import Settings
@@ -26,17 +25,7 @@ from .state import LoadedModel
 
 log = logging.getLogger("embedkit.service")
 
-REGISTRY_SCHEME = "models:/"
-_ALIAS = re.compile(r"^models:/(?P<name>[^@/]+)@(?P<alias>[^@/]+)/?$")
-_VERSION = re.compile(r"^models:/(?P<name>[^@/]+)/(?P<version>\d+)/?$")
-
-
-@dataclass(frozen=True)
-class ResolvedModel:
-    path: Path  # the servable directory
-    name: str
-    version: str
-
+__all__ = ["REGISTRY_SCHEME", "describe_error", "download_registered", "find_servable", "load_model"]
 
 #: Longest cause of a failed load written to the log (MLflow's messages can run to many lines).
 MAX_CAUSE = 300
@@ -53,86 +42,12 @@ def describe_error(exc: BaseException) -> str:
 
 def tracking_uri(settings: Settings) -> str:
     """``EMBEDKIT_TRACKING_URI``, else ``MLFLOW_TRACKING_URI``, else the pipelines' ``./mlflow.db``."""
-    return (
-        settings.tracking_uri
-        or os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    )
-
-
-def find_servable(root: Path) -> Path:
-    """The servable directory inside a downloaded MLflow model (the pipelines': ``artifacts/servable/``)."""
-    if (root / SERVABLE_FILE).is_file():
-        return root
-    found = sorted(p.parent for p in root.rglob(SERVABLE_FILE) if p.is_file())
-    preferred = [p for p in found if p.name == "servable" and p.parent.name == "artifacts"]
-    if len(preferred) == 1:
-        return preferred[0]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise FormatError(
-            f"the registered model holds no embedkit servable ({SERVABLE_FILE} not found); "
-            "register it with the pipelines' pyfunc model"
-        )
-    raise FormatError(f"the registered model holds {len(found)} servables; expected one")
+    return default_tracking_uri(settings.tracking_uri)
 
 
 def download_registered(uri: str, settings: Settings, cache_dir: Path) -> ResolvedModel:
-    """Resolve ``models:/NAME@ALIAS`` (or ``/VERSION``) to a version and download it once into the cache."""
-    # MLflow draws a "Downloading artifacts" progress bar per download unless told not to; in a server's
-    # or a batch job's log it is noise. An explicit MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR wins.
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    import mlflow.artifacts
-    from mlflow import MlflowClient
-
-    alias = _ALIAS.match(uri)
-    pinned = _VERSION.match(uri)
-    if not (alias or pinned):
-        raise ValueError(f"model URI {uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-    t_uri = tracking_uri(settings)
-    if alias:
-        name = alias["name"]
-        version = str(
-            MlflowClient(tracking_uri=t_uri, registry_uri=t_uri)
-            .get_model_version_by_alias(name, alias["alias"])
-            .version
-        )
-    else:
-        assert pinned is not None
-        name, version = pinned["name"], pinned["version"]
-    key = hashlib.sha256(f"{t_uri}\0{name}".encode()).hexdigest()[:16]
-    target = cache_dir / key / version
-    if not (target / ".complete").exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=target.parent))
-        try:
-            # The version, not the alias: what is downloaded is what is reported, even if the alias moves now.
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{name}/{version}",
-                dst_path=str(tmp),
-                tracking_uri=t_uri,
-                registry_uri=t_uri,
-            )
-            (tmp / ".complete").touch()
-            shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return ResolvedModel(find_servable(target), name, version)
-
-
-def resolve_local(uri: str) -> ResolvedModel:
-    path = Path(uri.removeprefix("file://")).expanduser()
-    meta_file = path / SERVABLE_FILE
-    if not meta_file.is_file():
-        raise FormatError(f"{path} is not an embedkit servable model ({SERVABLE_FILE} is missing)")
-    import json
-
-    meta = json.loads(meta_file.read_text())
-    # A local directory has no registry version: the servable file's digest tells versions apart.
-    version = hashlib.sha256(meta_file.read_bytes()).hexdigest()[:12]
-    return ResolvedModel(path, str(meta.get("name") or path.name), version)
+    """:func:`embedkit.model_uri.download_registered` with the service's tracking URI."""
+    return _download_registered(uri, tracking_uri(settings), cache_dir)
 
 
 def load_model(settings: Settings, cache_dir: Path) -> LoadedModel:
