@@ -426,3 +426,12 @@ def test_large_tables_train_one_net(monkeypatch):
     df, _ = grouped_categories(n=600, task="binary")
     clf = TabularNetClassifier(categorical=["cat"], epochs=1, lr=1e-2).fit(df[XCOLS], df["y"])
     assert clf.n_nets_ == 1
+
+
+def test_bad_target_scale_settings_are_refused_naming_the_field():
+    with pytest.raises(ValueError, match="y_range must be \\(low, high\\) with low < high"):
+        NetConfig(task="regression", y_range=(1.0, 1.0))
+    with pytest.raises(ValueError, match="y_mean and y_std go together"):
+        NetConfig(task="regression", y_mean=[0.0])
+    with pytest.raises(ValueError, match="y_std finite and > 0"):
+        NetConfig(task="regression", y_mean=[0.0], y_std=[0.0])
