@@ -140,9 +140,9 @@ num = 10
 # ---- 1. the model ----------------------------------------------------------------------------------
 def build_servable(work: Path) -> Path:
     from embedkit.datasets import flights
-    from embedkit.learner import Learner
-    from embedkit.serving import save_net_servable
-    from embedkit.trainer import TrainConfig
+    from embedkit.nn.learner import Learner
+    from embedkit.nn.trainer import TrainConfig
+    from embedkit.servable import save_net_servable
 
     ex = flights(n_rows=TRAIN_ROWS)
     learn = Learner.from_frame(ex.train, ex.spec, train_config=TrainConfig(epochs=1, lr=1e-2, seed=0))

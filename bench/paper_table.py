@@ -88,10 +88,10 @@ from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler,
 
 from embedkit import EmbeddingTransformer, FeatureSpec
 from embedkit.datasets import FLIGHTS_CATEGORICAL, FLIGHTS_CONTINUOUS, FLIGHTS_TARGET, flights
-from embedkit.learner import Learner
-from embedkit.model import NetConfig, value_keyed_init
+from embedkit.nn.learner import Learner
+from embedkit.nn.model import NetConfig, value_keyed_init
+from embedkit.nn.trainer import TrainConfig
 from embedkit.tables import EmbeddingTable
-from embedkit.trainer import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "paper_table.json"
 CAT, CONT = FLIGHTS_CATEGORICAL, FLIGHTS_CONTINUOUS

@@ -1,7 +1,7 @@
 """Benchmark ``embedkit score``: rows/s and peak memory, for inputs of several sizes.
 
 Model: a flights net trained for one epoch on ``--train-rows`` rows of the built-in example and saved as a
-servable (``embedkit.serving.save_net_servable``). Data: the example's rows resampled with replacement to
+servable (``embedkit.servable.save_net_servable``). Data: the example's rows resampled with replacement to
 each size in ``--sizes`` (default 1M and 5M), written as one Parquet file with 100k-row row groups, with a
 ``row_id`` column.
 
@@ -40,9 +40,9 @@ PEAK_RSS_BOUND_MB = 1500
 
 def prepare_model(workdir: Path, train_rows: int) -> Path:
     from embedkit.datasets import flights
-    from embedkit.learner import Learner
-    from embedkit.serving import save_net_servable
-    from embedkit.trainer import TrainConfig
+    from embedkit.nn.learner import Learner
+    from embedkit.nn.trainer import TrainConfig
+    from embedkit.servable import save_net_servable
 
     ex = flights(n_rows=train_rows)
     learn = Learner.from_frame(ex.train, ex.spec, train_config=TrainConfig(epochs=1, lr=1e-2, seed=0))

@@ -256,9 +256,9 @@ def prepare(workdir: Path, tracking_uri: str, n_rows: int) -> str:
     from mlflow import MlflowClient
 
     from embedkit.datasets import flights
-    from embedkit.learner import Learner
-    from embedkit.serving import load_servable, save_net_servable
-    from embedkit.trainer import TrainConfig
+    from embedkit.nn.learner import Learner
+    from embedkit.nn.trainer import TrainConfig
+    from embedkit.servable import load_servable, save_net_servable
     from pipelines.pyfunc_model import predictions_frame
 
     ex = flights(n_rows=n_rows)

@@ -71,7 +71,7 @@ from suite_tables import TABLES, SuiteTable
 
 import embedkit
 from embedkit import EmbeddingTransformer
-from embedkit.estimators import TabularNetClassifier, TabularNetRegressor
+from embedkit.nn.estimators import TabularNetClassifier, TabularNetRegressor
 
 RESULTS = Path(__file__).resolve().parent / "results" / "suite.json"
 ENCODINGS = ["ordinal", "target", "embeddings"]

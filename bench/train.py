@@ -19,7 +19,7 @@ Measured on the CPU, and on CUDA too when a GPU is present (bf16 autocast, the t
   both alike. ``ratio`` = median trainer epoch rows/s / median bare epoch rows/s.
 
 The trainer tunes glibc's malloc once per process on its first step (see
-``embedkit.trainer._retain_freed_memory``); the LR finder runs first, so the bare loop runs under the
+``embedkit.nn.trainer._retain_freed_memory``); the LR finder runs first, so the bare loop runs under the
 same allocator settings and the ratio measures the loop's own overhead.
 
 On a shared machine other processes slow some epochs down. Each epoch records ``others_cpu``: the CPU
@@ -58,12 +58,12 @@ from typing import Any
 
 import torch
 
-from embedkit.callbacks import Callback
 from embedkit.datasets import flights
-from embedkit.learner import Learner
-from embedkit.model import TabularNet, loss_fn
-from embedkit.optim import configure_optimizer
-from embedkit.trainer import TrainConfig
+from embedkit.nn.callbacks import Callback
+from embedkit.nn.learner import Learner
+from embedkit.nn.model import TabularNet, loss_fn
+from embedkit.nn.optim import configure_optimizer
+from embedkit.nn.trainer import TrainConfig
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
 GOALS = {"valid_auc": 0.75, "trainer_over_bare": 0.85, "trainer_rows_per_s": 100_000.0}

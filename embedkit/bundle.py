@@ -18,9 +18,9 @@ from typing import Any
 
 from ._io import atomic_dir, sha256_file
 from ._version import __version__
-from .data import TargetInfo
 from .exceptions import FormatError
 from .preprocessing import Preprocessor
+from .target import TargetInfo
 
 BUNDLE_FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -128,20 +128,3 @@ def read_bundle(path: str | Path, verify: bool = True) -> BundleContents:
     except (KeyError, TypeError, ValueError) as exc:
         raise FormatError(f"{path / PREPROCESSOR} is damaged: {exc}") from exc
     return BundleContents(path, manifest, pre, TargetInfo.from_dict(manifest["target"]))
-
-
-def load_model(contents: BundleContents, device: str = "cpu") -> Any:
-    """Rebuild the net from the manifest and load its safetensors weights (maps GPU-saved weights to ``device``)."""
-    from safetensors.torch import load_file
-
-    from .model import TabularNet
-
-    model = TabularNet.from_architecture(contents.architecture)
-    try:
-        state = load_file(str(contents.weights_path), device=str(device))
-    except Exception as exc:
-        raise FormatError(f"{contents.weights_path} is damaged: {exc}") from exc
-    model.load_state_dict(state)
-    model.to(device)
-    model.eval()
-    return model

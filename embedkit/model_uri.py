@@ -5,7 +5,7 @@ The one module of embedkit that imports mlflow, and only inside :func:`download_
 "a thin loader the service uses"). Both the service (``service/loader.py``) and batch scoring
 (``pipelines/score.py``) call it, so neither imports the other. A registered model is the pipelines' pyfunc
 model whose artifacts hold the servable directory (``artifacts/servable/``); its files are downloaded, never
-unpickled: the servable is read with :func:`embedkit.serving.load_servable`.
+unpickled: the servable is read with :func:`embedkit.servable.load_servable`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .exceptions import FormatError
-from .serving import SERVABLE_FILE
+from .servable import SERVABLE_FILE
 
 REGISTRY_SCHEME = "models:/"
 _ALIAS = re.compile(r"^models:/(?P<name>[^@/]+)@(?P<alias>[^@/]+)/?$")

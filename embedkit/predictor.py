@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .bundle import BundleContents, load_model, read_bundle
-from .data import TargetInfo
-from .device import resolve_device
-from .model import TabularNet, to_prediction
+from .bundle import BundleContents, read_bundle
+from .nn.device import resolve_device
+from .nn.model import TabularNet, load_net, to_prediction
 from .outputs import class_index, proba_from_raw
 from .preprocessing import UNKNOWN, Preprocessor
+from .target import TargetInfo
 
 
 class Predictor:
@@ -44,7 +44,7 @@ class Predictor:
     def load(cls, path: str | Path, device: str = "cpu", verify: bool = True) -> Predictor:
         contents: BundleContents = read_bundle(path, verify=verify)
         dev = resolve_device(device)
-        model = load_model(contents, device=str(dev))
+        model = load_net(contents, device=str(dev))
         return cls(contents.preprocessor, contents.target, model, dev, manifest=contents.manifest)
 
     @property

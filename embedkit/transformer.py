@@ -165,11 +165,11 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         Training only: the task of the net (None infers it from ``y``).
     epochs : int or None, default=None
         Training only: number of epochs; None chooses it from the number of rows
-        (:func:`embedkit.schedule.auto_epochs`).
+        (:func:`embedkit.nn.schedule.auto_epochs`).
     valid_fraction : float, default=0.1
         Training only: fraction of rows held out for early stopping.
     net_params : dict, default=None
-        Training only: further keyword arguments of :func:`embedkit.learner.fit_tables` (widths,
+        Training only: further keyword arguments of :func:`embedkit.nn.learner.fit_tables` (widths,
         dropout, learning rate, batch size, ...). ``{"emb_init_std": 1.0}`` keeps a distinct random part
         in every category's vector, which trees can split on. On the flights example
         (``bench/paper_table.py``) that helped a random forest and not LightGBM, and for the forest
@@ -461,7 +461,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         extra: Mapping[str, Any] | None = None,
     ) -> EmbeddingTables:
         try:
-            from .learner import fit_tables  # torch lives behind this import
+            from .nn.learner import fit_tables  # torch lives behind this import
         except ImportError as e:
             raise ImportError(
                 f"training embeddings needs torch ({e}); install torch, or pass tables=<trained tables>"

@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from embedkit import distributed
+    from embedkit.nn import distributed
 
     # under torchrun, rank 0 reports; the other ranks show warnings and errors only
     main_rank = distributed.is_main()

@@ -111,7 +111,7 @@ class DataConfig(_Section):
 
 # ---- [net] and [train] -----------------------------------------------------------------------------
 class NetSection(_Section):
-    """Overrides of :class:`embedkit.model.NetConfig` (task and output size come from the data)."""
+    """Overrides of :class:`embedkit.nn.model.NetConfig` (task and output size come from the data)."""
 
     layers: list[Annotated[int, Field(gt=0)]] | None = None
     dropout: list[float] | float | None = None
@@ -139,7 +139,7 @@ class NetSection(_Section):
 
 
 class LRFindConfig(_Section):
-    """Arguments of :func:`embedkit.lr_finder.lr_find`; left out, embedkit's defaults."""
+    """Arguments of :func:`embedkit.nn.lr_finder.lr_find`; left out, embedkit's defaults."""
 
     start_lr: float | None = Field(default=None, gt=0)
     end_lr: float | None = Field(default=None, gt=0)
@@ -147,7 +147,7 @@ class LRFindConfig(_Section):
 
 
 class TrainSection(_Section):
-    """Overrides of :class:`embedkit.trainer.TrainConfig`. ``lr`` left out: the LR finder's suggestion."""
+    """Overrides of :class:`embedkit.nn.trainer.TrainConfig`. ``lr`` left out: the LR finder's suggestion."""
 
     epochs: int | None = Field(default=None, gt=0)
     batch_size: int | None = Field(default=None, gt=0)
@@ -260,7 +260,7 @@ class DownstreamConfig(_Section):
 
     @model_validator(mode="after")
     def _check_params(self) -> DownstreamConfig:
-        from .estimators import estimator_param_names
+        from .sklearn_models import estimator_param_names
 
         for name in ESTIMATORS:
             known = estimator_param_names(name)

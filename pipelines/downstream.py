@@ -21,17 +21,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from embedkit.evaluation import task_metrics
 from embedkit.exceptions import FormatError
-from embedkit.metrics import task_metrics
 
 from . import plots, tracking
 from .config import METRIC_MODES, ConfigError, PipelineConfig
-from .data import Dataset, load_data
-from .estimators import make_baseline, make_estimator
+from .sklearn_models import make_baseline, make_estimator
+from .sources import Dataset, load_data
 
 log = logging.getLogger("pipelines")
 
-TAG_MODEL = "embedkit.model"
+TAG_MODEL = "embedkit.nn.model"
 TAG_ENCODER = "embedkit.encoder"
 EMBEDDINGS = "embeddings"
 
@@ -217,7 +217,7 @@ def _fit_one(
 
 
 def _predict_raw(model: Any, x: Any, task: str) -> np.ndarray:
-    """P(class 1), class probabilities, or values: the shape ``embedkit.metrics`` and servables use."""
+    """P(class 1), class probabilities, or values: the shape ``embedkit.evaluation`` and servables use."""
     if task == "regression":
         return np.asarray(model.predict(x), dtype=np.float64)
     p = model.predict_proba(x)
@@ -227,7 +227,7 @@ def _predict_raw(model: Any, x: Any, task: str) -> np.ndarray:
 def _save_servable(
     path: Path, transformer: Any, estimator: Any, data: Dataset, name: str, metrics: dict[str, float]
 ) -> Path:
-    from embedkit.serving import save_pipeline_servable
+    from embedkit.servable import save_pipeline_servable
 
     schema = _input_schema(transformer, data)
     return save_pipeline_servable(
@@ -252,7 +252,7 @@ def _save_baseline(
     name: str,
     metrics: dict[str, float],
 ) -> Path:
-    from embedkit.serving import save_baseline_servable
+    from embedkit.servable import save_baseline_servable
 
     schema = [{"name": c, "role": "categorical", "kind": tables[c].vocab.kind} for c in categorical]
     schema += [{"name": c, "role": "continuous", "kind": "number"} for c in continuous]

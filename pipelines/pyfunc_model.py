@@ -3,7 +3,7 @@
 ``register`` logs this file with ``mlflow.pyfunc.log_model(python_model=<this file>,
 artifacts={"servable": <servable directory>})``. On load, MLflow runs the file, which hands
 :class:`EmbedkitModel` to ``mlflow.models.set_model``; ``load_context`` then opens the servable with
-:func:`embedkit.serving.load_servable`. ``predict`` takes a DataFrame of input columns and returns a
+:func:`embedkit.servable.load_servable`. ``predict`` takes a DataFrame of input columns and returns a
 DataFrame with a ``prediction`` column (class label or value) and, for classifiers, one ``proba_<class>``
 column per class.
 
@@ -45,7 +45,7 @@ class EmbedkitModel(PythonModel):
     """Serves an embedkit servable (the net, or embeddings + a downstream estimator)."""
 
     def load_context(self, context: Any) -> None:
-        from embedkit.serving import load_servable
+        from embedkit.servable import load_servable
 
         self.servable = load_servable(context.artifacts[SERVABLE_ARTIFACT])
 

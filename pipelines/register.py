@@ -5,7 +5,7 @@ the baselines (ordinal, one-hot or target encoding), so that the registered mode
 metric, whether or not it uses the embeddings (``register.candidates`` narrows the choice). Without a
 downstream run id the newest FINISHED downstream run of the train run is used, and with none a warning says
 that the net is the only candidate.
-The chosen model is packaged as a servable (``embedkit.serving``), logged with MLflow's models-from-code
+The chosen model is packaged as a servable (``embedkit.servable``), logged with MLflow's models-from-code
 (``pipelines/pyfunc_model.py``, no pickle) with a signature and an input example, registered as a new version
 of ``register.name``, tagged (servable kind, source runs) and pointed to by ``register.alias``. Every check
 runs before anything is registered.
@@ -30,8 +30,8 @@ from embedkit.exceptions import FormatError
 
 from . import tracking
 from .config import ALL_CANDIDATES, NET, ConfigError, PipelineConfig
-from .data import Dataset, load_data
 from .downstream import TAG_MODEL
+from .sources import Dataset, load_data
 
 log = logging.getLogger("pipelines")
 
@@ -151,7 +151,7 @@ def register(
     downstream_run_id: str | None = None,
 ) -> RegisterResult:
     """Choose, package, check, then log + register + alias (nested under the active run, if any)."""
-    from embedkit.serving import load_servable
+    from embedkit.servable import load_servable
 
     from .pyfunc_model import predictions_frame
 
@@ -215,7 +215,7 @@ def register(
                 pip_requirements=pip_requirements(servable.kind),
                 version_tags={
                     "embedkit.servable_kind": servable.kind,
-                    "embedkit.model": chosen.name,
+                    "embedkit.nn.model": chosen.name,
                     "embedkit.source_run_id": chosen.run_id,
                     tracking.TAG_TRAIN_RUN: train_run_id,
                     tracking.TAG_DOWNSTREAM_RUN: downstream_run_id,
@@ -238,7 +238,7 @@ def register(
 def _servable(chosen: Candidate, tmp: Path, name: str) -> Path:
     """The chosen model as a servable directory: built from the train run's bundle for the net, the
     downstream run's ``servable/`` artifact otherwise."""
-    from embedkit.serving import save_net_servable
+    from embedkit.servable import save_net_servable
 
     if chosen.name == NET:
         bundle = tracking.download_artifacts(chosen.run_id, "bundle", tmp / "download")

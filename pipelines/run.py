@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 from . import tracking
 from .config import PipelineConfig
-from .data import Dataset, load_data
 from .downstream import DownstreamResult, downstream
 from .register import RegisterResult, register
+from .sources import Dataset, load_data
 from .train import TrainResult, train
 
 

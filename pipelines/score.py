@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 from embedkit._io import atomic_path
 from embedkit.exceptions import DataError, EmbedkitError, FormatError
 from embedkit.outputs import class_index, proba_from_raw
-from embedkit.serving import SERVABLE_FILE, Servable, load_servable
+from embedkit.servable import SERVABLE_FILE, Servable, load_servable
 
 from .signals import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, sigterm_raises
 
@@ -335,7 +335,7 @@ def _as_servable(path: Path, work: Path, find_servable: Any) -> Path:
     from embedkit.bundle import PREPROCESSOR, WEIGHTS
 
     if (path / PREPROCESSOR).is_file() and (path / WEIGHTS).is_file():
-        from embedkit.serving import save_net_servable
+        from embedkit.servable import save_net_servable
 
         return save_net_servable(work / "from-bundle", path)
     try:

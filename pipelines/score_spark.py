@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 
 from embedkit.exceptions import DataError, EmbedkitError
-from embedkit.serving import Servable, load_servable
+from embedkit.servable import Servable, load_servable
 
 # absolute imports: spark-submit runs this file as a script, outside its package
 from pipelines.score import (

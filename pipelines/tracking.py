@@ -24,10 +24,10 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from embedkit.callbacks import Callback
+from embedkit.nn.callbacks import Callback
 
 if TYPE_CHECKING:
-    from embedkit.trainer import Trainer
+    from embedkit.nn.trainer import Trainer
 
 log = logging.getLogger("pipelines")
 

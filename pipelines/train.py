@@ -9,7 +9,7 @@ Run: ``embedkit train --config FILE`` or ``python -m pipelines.train --config FI
 
 Distributed (DistributedDataParallel, gloo on CPUs, NCCL on GPUs): ``embedkit train --nproc N --config FILE``
 or ``torchrun --nproc-per-node N -m pipelines.train --config FILE``. Every process reads the data; rank 0
-fits the preprocessor and runs the LR finder (see :mod:`embedkit.distributed`), and rank 0 alone talks to
+fits the preprocessor and runs the LR finder (see :mod:`embedkit.nn.distributed`), and rank 0 alone talks to
 MLflow and writes the checkpoints, the bundle and the tables. The other ranks never call MLflow.
 """
 
@@ -26,15 +26,15 @@ from typing import Any
 
 import torch
 
-from embedkit import distributed
-from embedkit.callbacks import Callback, ProgressBar
-from embedkit.learner import Learner
-from embedkit.model import NetConfig
-from embedkit.trainer import CHECKPOINT_NAME, TrainConfig
+from embedkit.nn import distributed
+from embedkit.nn.callbacks import Callback, ProgressBar
+from embedkit.nn.learner import Learner
+from embedkit.nn.model import NetConfig
+from embedkit.nn.trainer import CHECKPOINT_NAME, TrainConfig
 
 from . import plots, tracking
 from .config import ConfigError, PipelineConfig
-from .data import Dataset, load_data
+from .sources import Dataset, load_data
 
 log = logging.getLogger("pipelines")
 

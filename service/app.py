@@ -20,9 +20,9 @@ from embedkit import __version__
 from . import errors
 from .deps import reject_unknown_query
 from .loader import describe_error, load_model
-from .metrics import Metrics, MetricsMiddleware, route_templates
 from .middleware import API_KEY_HEADER, APIKeyMiddleware, BodyLimitMiddleware
 from .openapi import build_openapi
+from .prometheus import Metrics, MetricsMiddleware, route_templates
 from .routes import admin, embeddings, health, metadata, predict
 from .routes import metrics as metrics_route
 from .scoring import set_compute_threads

@@ -14,7 +14,7 @@ from anyio import CapacityLimiter
 from fastapi import Depends, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 
-from .metrics import Metrics
+from .prometheus import Metrics
 from .settings import Settings
 from .state import LoadedModel, ModelHolder
 

@@ -1,4 +1,4 @@
-"""A numpy copy of a trained :class:`embedkit.model.TabularNet`'s inference, for small batches.
+"""A numpy copy of a trained :class:`embedkit.nn.model.TabularNet`'s inference, for small batches.
 
 torch dispatch costs ~200 µs per forward pass of the default net whatever the batch size; the same
 arithmetic in numpy costs ~20 µs for one row. :func:`compile_net` copies the weights of an eval-mode net
@@ -141,7 +141,7 @@ def compile_net(model: Any, task: str, seed: int = 0, n_check: int = 64) -> Nump
     """A checked numpy copy of ``model`` (an eval-mode TabularNet), or ``None`` when one cannot be made."""
     import torch
 
-    from embedkit.model import to_prediction
+    from embedkit.nn.model import to_prediction
 
     needed = ("embeds", "n_cont", "bn_cont", "body", "head", "config", "cardinalities")
     if any(not hasattr(model, a) for a in needed) or model.training:

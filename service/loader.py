@@ -17,7 +17,7 @@ from embedkit.model_uri import (
     resolve_local,
 )
 from embedkit.model_uri import download_registered as _download_registered
-from embedkit.serving import load_servable
+from embedkit.servable import load_servable
 
 from .scoring import Scorer
 from .settings import Settings

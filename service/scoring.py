@@ -6,7 +6,7 @@ Two encoders give the same codes as :meth:`embedkit.preprocessing.Preprocessor.t
   per batch, then the torch module directly. No pandas on the request path, so a 1-row request costs
   tens of microseconds here instead of milliseconds.
 - :class:`FrameScorer`, for everything else (downstream-estimator pipelines, nets with date columns):
-  the records become a DataFrame for :meth:`embedkit.serving.Servable.predict_raw`.
+  the records become a DataFrame for :meth:`embedkit.servable.Servable.predict_raw`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from embedkit.preprocessing import (
     UNKNOWN,
     CategoryVocab,
 )
-from embedkit.serving import Servable
+from embedkit.servable import Servable
 
 from .fastnet import compile_net
 from .schemas import predict_request_type, record_type
@@ -123,7 +123,7 @@ class NetEncoder:
     def __init__(self, predictor: Any) -> None:
         import torch
 
-        from embedkit.model import to_prediction
+        from embedkit.nn.model import to_prediction
 
         pre = predictor.preprocessor
         self._torch = torch
@@ -188,7 +188,7 @@ class NetEncoder:
 
 
 class FrameScorer:
-    """Scores records through a DataFrame and :class:`~embedkit.serving.Servable` (any servable kind)."""
+    """Scores records through a DataFrame and :class:`~embedkit.servable.Servable` (any servable kind)."""
 
     def __init__(self, servable: Servable) -> None:
         self.servable = servable

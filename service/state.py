@@ -17,7 +17,7 @@ from typing import Literal
 
 import anyio.to_thread
 
-from embedkit.serving import Servable
+from embedkit.servable import Servable
 
 from .schemas import ModelRef
 from .scoring import Scorer

@@ -6,11 +6,11 @@ from _synthetic import grouped_categories, mixed_frame
 
 from embedkit import FeatureSpec, FormatError
 from embedkit.bundle import MANIFEST, PREPROCESSOR, WEIGHTS, read_bundle
-from embedkit.learner import Learner
-from embedkit.model import NetConfig
+from embedkit.nn.learner import Learner
+from embedkit.nn.model import NetConfig
+from embedkit.nn.trainer import TrainConfig
 from embedkit.predictor import Predictor
 from embedkit.tables import load_tables
-from embedkit.trainer import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,11 @@ import torch
 from _synthetic import grouped_categories
 
 from embedkit import EmbeddingTransformer, FeatureSpec
-from embedkit.callbacks import Callback
-from embedkit.learner import Learner
-from embedkit.model import SPARSE_MIN_ROWS, NetConfig
+from embedkit.nn.callbacks import Callback
+from embedkit.nn.learner import Learner
+from embedkit.nn.model import SPARSE_MIN_ROWS, NetConfig
+from embedkit.nn.trainer import CHECKPOINT_NAME, TrainConfig, read_checkpoint
 from embedkit.predictor import Predictor
-from embedkit.trainer import CHECKPOINT_NAME, TrainConfig, read_checkpoint
 
 pytestmark = [
     pytest.mark.cuda,

@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from _synthetic import grouped_categories
 
-from embedkit.estimators import TabularNetClassifier, TabularNetRegressor
-from embedkit.learner import Learner, fit_net, target_moments
-from embedkit.lr_finder import FALLBACK_LR, MIN_USABLE_LR, suggestions, usable_suggestion
-from embedkit.model import NetConfig, TabularNet, auto_dropout, default_emb_dim
+from embedkit.nn.estimators import TabularNetClassifier, TabularNetRegressor
+from embedkit.nn.learner import Learner, fit_net, target_moments
+from embedkit.nn.lr_finder import FALLBACK_LR, MIN_USABLE_LR, suggestions, usable_suggestion
+from embedkit.nn.model import NetConfig, TabularNet, auto_dropout, default_emb_dim
+from embedkit.nn.schedule import MIN_TOTAL_STEPS, auto_batch_size, auto_epochs
+from embedkit.nn.trainer import TrainConfig
 from embedkit.predictor import Predictor
-from embedkit.schedule import MIN_TOTAL_STEPS, auto_batch_size, auto_epochs
 from embedkit.spec import FeatureSpec
-from embedkit.trainer import TrainConfig
 from embedkit.transformer import EmbeddingTransformer
 
 XCOLS = ["cat", "other", "x"]
@@ -262,7 +262,7 @@ def test_frame_pass_through_types_unchanged():
 
 # ---- CPU threads ----------------------------------------------------------------------------------
 def test_training_threads_follow_the_batch_size_and_the_cpus_the_process_may_use(monkeypatch):
-    import embedkit.device as dev
+    import embedkit.nn.device as dev
 
     monkeypatch.setattr(dev.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5}, raising=False)
     monkeypatch.setattr(dev, "_cgroup_cpu_quota", lambda: None)
@@ -278,7 +278,7 @@ def test_training_threads_follow_the_batch_size_and_the_cpus_the_process_may_use
 def test_training_runs_with_the_chosen_threads_and_restores_torchs_setting():
     import torch
 
-    from embedkit.callbacks import Callback
+    from embedkit.nn.callbacks import Callback
 
     seen = []
 
@@ -353,7 +353,7 @@ def test_a_skops_file_naming_a_builtin_function_is_refused_before_it_runs(tmp_pa
     import zipfile
 
     from embedkit.exceptions import FormatError
-    from embedkit.serving import _load_skops
+    from embedkit.servable import _load_skops
 
     ran = tmp_path / "ran"
     schema = {
@@ -374,7 +374,7 @@ def test_a_skops_file_naming_a_builtin_function_is_refused_before_it_runs(tmp_pa
 
 
 def test_baseline_string_cast_writes_whole_floats_as_integers():
-    from embedkit.serving import categories_as_strings
+    from embedkit.servable import categories_as_strings
 
     train = pd.DataFrame({"level": [1.0, 2.0, np.nan], "city": ["a", None, "b"]})
     served = pd.DataFrame({"level": pd.Series([1, None, 2], dtype=object), "city": ["a", "b", None]})
@@ -383,7 +383,7 @@ def test_baseline_string_cast_writes_whole_floats_as_integers():
 
 
 def test_threads_respect_torchrun_and_omp_settings(monkeypatch):
-    import embedkit.device as dev
+    import embedkit.nn.device as dev
 
     monkeypatch.setattr(dev, "available_cpus", lambda: 8)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
@@ -420,7 +420,7 @@ def test_small_tables_average_five_nets_and_their_probabilities():
 
 
 def test_large_tables_train_one_net(monkeypatch):
-    import embedkit.estimators as est
+    import embedkit.nn.estimators as est
 
     monkeypatch.setattr(est, "ENSEMBLE_MAX_ROWS", 500)
     df, _ = grouped_categories(n=600, task="binary")

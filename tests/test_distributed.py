@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from embedkit import distributed
-from embedkit.distributed import DistributedError
-from embedkit.trainer import read_checkpoint
+from embedkit.nn import distributed
+from embedkit.nn.distributed import DistributedError
+from embedkit.nn.trainer import read_checkpoint
 from pipelines import cli, tracking
 
 

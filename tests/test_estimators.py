@@ -6,7 +6,7 @@ from _synthetic import grouped_categories
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
 
-from embedkit.estimators import TabularNetClassifier, TabularNetRegressor
+from embedkit.nn.estimators import TabularNetClassifier, TabularNetRegressor
 
 FAST = dict(layers=(16,), epochs=3, lr=2e-2, batch_size=128, random_state=0)
 

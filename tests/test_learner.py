@@ -4,9 +4,9 @@ import pytest
 from _synthetic import grouped_categories
 
 from embedkit import DataError, FeatureSpec
-from embedkit.learner import Learner
-from embedkit.model import NetConfig
-from embedkit.trainer import TrainConfig
+from embedkit.nn.learner import Learner
+from embedkit.nn.model import NetConfig
+from embedkit.nn.trainer import TrainConfig
 
 SPEC = FeatureSpec(target="y", categorical=["cat", "other"], continuous=["x"], dates=[])
 
@@ -114,7 +114,7 @@ def test_unseen_category_at_predict_time_uses_the_unknown_vector():
 def test_module_docstring_example_runs():
     import doctest
 
-    import embedkit.learner
+    import embedkit.nn.learner
 
-    result = doctest.testmod(embedkit.learner, optionflags=doctest.NORMALIZE_WHITESPACE)
+    result = doctest.testmod(embedkit.nn.learner, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

@@ -4,10 +4,10 @@ import torch
 from _synthetic import grouped_categories
 
 from embedkit import FeatureSpec
-from embedkit.learner import Learner
-from embedkit.lr_finder import suggestions, valley
-from embedkit.model import NetConfig
-from embedkit.trainer import TrainConfig
+from embedkit.nn.learner import Learner
+from embedkit.nn.lr_finder import suggestions, valley
+from embedkit.nn.model import NetConfig
+from embedkit.nn.trainer import TrainConfig
 
 SPEC = FeatureSpec(target="y", categorical=["cat", "other"], continuous=["x"], dates=[])
 
@@ -62,7 +62,7 @@ def test_plot_keeps_the_matplotlib_backend():
     import matplotlib
     import matplotlib.pyplot as plt
 
-    from embedkit.lr_finder import LRFinderResult
+    from embedkit.nn.lr_finder import LRFinderResult
 
     before = matplotlib.get_backend()
     plt.switch_backend("svg")

@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import torch
 
-from embedkit.model import NetConfig, TabularNet, default_emb_dim, loss_fn, to_prediction, value_keyed_init
-from embedkit.optim import configure_optimizer, param_groups
+from embedkit.nn.model import NetConfig, TabularNet, default_emb_dim, loss_fn, to_prediction, value_keyed_init
+from embedkit.nn.optim import configure_optimizer, param_groups
 
 
 def _net(task="binary", **kw):
@@ -135,7 +135,7 @@ def test_value_keyed_init_depends_on_the_value_not_its_position():
 
 
 def test_learners_with_one_init_seed_start_shared_categories_at_the_same_vector():
-    from embedkit.learner import Learner
+    from embedkit.nn.learner import Learner
     from embedkit.spec import FeatureSpec
 
     spec = FeatureSpec(target="y", categorical=["c"], continuous=["v"], dates=[])

@@ -182,7 +182,7 @@ def test_plots_are_pngs(result, tmp_path):
 
 def test_downstream_child_runs_and_comparison(result, tmp_path):
     downstream_id = result.tags[tracking.TAG_DOWNSTREAM_RUN]
-    children = {c.tags["embedkit.model"]: c for c in tracking.child_runs(downstream_id)}
+    children = {c.tags["embedkit.nn.model"]: c for c in tracking.child_runs(downstream_id)}
     assert set(children) == {
         "lightgbm",
         "random_forest",
@@ -219,14 +219,14 @@ def test_registered_alias_serves_the_servables_predictions(result, tmp_path):
     import mlflow.pyfunc
     from mlflow import MlflowClient
 
-    from embedkit.serving import load_servable
+    from embedkit.servable import load_servable
     from pipelines.config import load_config
-    from pipelines.data import load_data
+    from pipelines.sources import load_data
 
     version = MlflowClient().get_model_version_by_alias("pipelines-test", "champion")
     assert str(version.version) == result.tags["embedkit.registered_version"]
     chosen = result.tags["embedkit.chosen"]
-    assert version.tags["embedkit.model"] == chosen
+    assert version.tags["embedkit.nn.model"] == chosen
     kind = "net" if chosen == "net" else "baseline" if "+" in chosen else "pipeline"
     assert version.tags["embedkit.servable_kind"] == kind
     assert version.tags[tracking.TAG_TRAIN_RUN] == result.tags[tracking.TAG_TRAIN_RUN]
@@ -265,7 +265,7 @@ def test_register_the_net(pipeline, result, tmp_path, capsys):
 
     from embedkit.predictor import Predictor
     from pipelines.config import load_config
-    from pipelines.data import load_data
+    from pipelines.sources import load_data
 
     _, config, _ = pipeline
     train_id = result.tags[tracking.TAG_TRAIN_RUN]
@@ -294,9 +294,9 @@ def test_register_the_net(pipeline, result, tmp_path, capsys):
 def test_register_can_choose_a_baseline_and_serves_it(pipeline, result, tmp_path, capsys):
     import mlflow.pyfunc
 
-    from embedkit.serving import load_servable
+    from embedkit.servable import load_servable
     from pipelines.config import load_config
-    from pipelines.data import load_data
+    from pipelines.sources import load_data
 
     _, config, _ = pipeline
     out = run_cli(
@@ -355,7 +355,7 @@ def test_same_config_and_seed_give_the_same_metrics(pipeline, first_train, capsy
 PAUSE_SCRIPT = """
 import sys, time
 from pathlib import Path
-from embedkit.callbacks import Callback
+from embedkit.nn.callbacks import Callback
 import pipelines.train as train_module
 
 class PauseAtFirstCheckpoint(Callback):
@@ -460,7 +460,7 @@ def test_regression_from_a_csv_file(mlflow_tmp, tmp_path, capsys):
     import mlflow.pyfunc
     from _synthetic import grouped_categories
 
-    from embedkit.serving import load_servable
+    from embedkit.servable import load_servable
 
     frame, _ = grouped_categories(n=1500, task="regression")
     frame.to_csv(tmp_path / "rows.csv", index=False)

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embedkit.model import NetConfig
-from embedkit.trainer import TrainConfig
+from embedkit.nn.model import NetConfig
+from embedkit.nn.trainer import TrainConfig
 from pipelines import cli
 from pipelines.config import ConfigError, NetSection, PipelineConfig, TrainSection, load_config
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from embedkit.schedule import OneCycle
+from embedkit.nn.schedule import OneCycle
 
 
 def test_one_cycle_shape():

@@ -14,7 +14,7 @@ import pytest
 from test_service_support import build_net_servable, build_pipeline_servable, frame, register
 
 from embedkit.exceptions import DataError
-from embedkit.serving import load_servable
+from embedkit.servable import load_servable
 from pipelines import cli
 from pipelines.score import ScoreOptions, output_schema, resolve_options, score_chunk, score_parquet
 

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from test_service_support import build_net_servable, frame, register
 
-from embedkit.serving import load_servable
+from embedkit.servable import load_servable
 from pipelines.score import output_schema, resolve_options, score_chunk
 
 pytestmark = [

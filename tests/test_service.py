@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from test_service_support import API_KEY, RECORD, build_net_servable, build_pipeline_servable
 
-from embedkit.serving import load_servable
+from embedkit.servable import load_servable
 from service.app import create_app
 from service.settings import Settings
 
@@ -237,10 +237,10 @@ def slash_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClien
     """A model whose ``city`` column has the categories ``a/b`` and ``x/neighbors`` (values with a slash)."""
     from test_service_support import frame
 
-    from embedkit.learner import Learner
-    from embedkit.serving import save_net_servable
+    from embedkit.nn.learner import Learner
+    from embedkit.nn.trainer import TrainConfig
+    from embedkit.servable import save_net_servable
     from embedkit.spec import FeatureSpec
-    from embedkit.trainer import TrainConfig
 
     root = tmp_path_factory.mktemp("slash")
     df = frame()

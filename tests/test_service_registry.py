@@ -132,7 +132,7 @@ with TestClient(create_app(Settings(model_uri={str(servable)!r}, compute_threads
         time.sleep(0.05)
     assert c.post("/predict", json={{"records": [{RECORD!r}]}}).status_code == 200
 bad = sorted(m for m in sys.modules if m.split(".")[0] in ("mlflow", "pipelines")
-             or m in ("embedkit.trainer", "embedkit.learner", "embedkit.lr_finder"))
+             or m in ("embedkit.nn.trainer", "embedkit.nn.learner", "embedkit.nn.lr_finder"))
 print(bad)
 """
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -13,11 +13,11 @@ import pytest
 import torch
 from test_service_support import frame
 
-from embedkit.learner import Learner
-from embedkit.model import NetConfig, to_prediction
-from embedkit.serving import load_servable, save_net_servable
+from embedkit.nn.learner import Learner
+from embedkit.nn.model import NetConfig, to_prediction
+from embedkit.nn.trainer import TrainConfig
+from embedkit.servable import load_servable, save_net_servable
 from embedkit.spec import FeatureSpec
-from embedkit.trainer import TrainConfig
 from service import scoring
 from service.fastnet import compile_net
 from service.scoring import NetEncoder, Scorer, _timestamp_key

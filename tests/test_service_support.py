@@ -52,10 +52,10 @@ def build_net_servable(
     root: Path, task: str = "binary", dates: bool = False, name: str = "svc-test", seed: int = 0
 ) -> Path:
     """Train a tiny net for one epoch and package it as a servable directory under ``root``."""
-    from embedkit.learner import Learner
-    from embedkit.serving import save_net_servable
+    from embedkit.nn.learner import Learner
+    from embedkit.nn.trainer import TrainConfig
+    from embedkit.servable import save_net_servable
     from embedkit.spec import FeatureSpec
-    from embedkit.trainer import TrainConfig
 
     df = frame(task=task, dates=dates, seed=seed)
     spec = FeatureSpec(
@@ -79,7 +79,7 @@ def build_pipeline_servable(root: Path, net_servable: Path) -> Path:
     """Embeddings of ``net_servable`` → logistic regression, packaged as a kind "pipeline" servable."""
     from sklearn.linear_model import LogisticRegression
 
-    from embedkit.serving import load_servable, save_pipeline_servable
+    from embedkit.servable import load_servable, save_pipeline_servable
     from embedkit.transformer import EmbeddingTransformer
 
     net = load_servable(net_servable)
@@ -221,8 +221,8 @@ def build_baseline_servable(
     root: Path, estimator: str = "lightgbm", encoder: str = "ordinal", tables: Any = None
 ) -> Path:
     """A downstream baseline (``encoder`` codes → ``estimator``), packaged as a kind "baseline" servable."""
-    from embedkit.serving import save_baseline_servable
-    from pipelines.estimators import make_baseline
+    from embedkit.servable import save_baseline_servable
+    from pipelines.sklearn_models import make_baseline
 
     df = frame()
     cats, conts = ["city", "level", "flag"], ["amount", "score"]

@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from test_service_support import build_baseline_servable, frame
 
 from embedkit.exceptions import FormatError
-from embedkit.serving import load_servable
-from pipelines.estimators import make_baseline
+from embedkit.servable import load_servable
+from pipelines.sklearn_models import make_baseline
 from service.app import create_app
 from service.settings import Settings
 

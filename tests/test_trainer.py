@@ -6,10 +6,10 @@ import torch
 from _synthetic import grouped_categories
 
 from embedkit import FeatureSpec, TrainingDivergedError
-from embedkit.callbacks import Callback
-from embedkit.learner import Learner
-from embedkit.model import NetConfig
-from embedkit.trainer import CHECKPOINT_NAME, TrainConfig, read_checkpoint
+from embedkit.nn.callbacks import Callback
+from embedkit.nn.learner import Learner
+from embedkit.nn.model import NetConfig
+from embedkit.nn.trainer import CHECKPOINT_NAME, TrainConfig, read_checkpoint
 
 SPEC = FeatureSpec(target="y", categorical=["cat", "other"], continuous=["x"], dates=[])
 

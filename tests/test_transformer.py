@@ -494,7 +494,7 @@ def test_transform_works_where_torch_cannot_be_imported(tables_dir):
 
 # ---- training path, with a stand-in learner -----------------------------------------------------
 def _fake_learner(calls: list[dict]) -> types.ModuleType:
-    """A stand-in for embedkit.learner: each 'net' is the per-category mean of y over its training
+    """A stand-in for embedkit.nn.learner: each 'net' is the per-category mean of y over its training
     rows (so the vectors reveal which rows a net saw)."""
 
     def fit_tables(X, y, *, columns, sample_weight, task, valid_fraction, epochs, random_state, device, **kw):
@@ -522,7 +522,7 @@ def _fake_learner(calls: list[dict]) -> types.ModuleType:
             tabs.append(EmbeddingTable(vocab, w))
         return EmbeddingTables(tabs, source="fake")
 
-    mod = types.ModuleType("embedkit.learner")
+    mod = types.ModuleType("embedkit.nn.learner")
     mod.fit_tables = fit_tables
     return mod
 
@@ -530,7 +530,7 @@ def _fake_learner(calls: list[dict]) -> types.ModuleType:
 @pytest.fixture
 def fake_learner(monkeypatch):
     calls: list[dict] = []
-    monkeypatch.setitem(sys.modules, "embedkit.learner", _fake_learner(calls))
+    monkeypatch.setitem(sys.modules, "embedkit.nn.learner", _fake_learner(calls))
     return calls
 
 
@@ -625,7 +625,7 @@ def test_cross_fit_with_mismatched_widths_is_explained(monkeypatch):
         return t
 
     mod.fit_tables = ignores_dims
-    monkeypatch.setitem(sys.modules, "embedkit.learner", mod)
+    monkeypatch.setitem(sys.modules, "embedkit.nn.learner", mod)
     with pytest.raises(
         DataError, match=r"cross-fitting fold 0: .* another width, for \['city'\]; set the embedding"
     ):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ..bundle import BundleContents
 
 TASKS = ("regression", "binary", "multiclass")
 
@@ -373,3 +376,20 @@ def to_prediction(task: str, out: torch.Tensor) -> torch.Tensor:
     if task == "multiclass":
         return torch.softmax(out, dim=1)
     return out.squeeze(1) if out.shape[1] == 1 else out
+
+
+def load_net(contents: BundleContents, device: str = "cpu") -> TabularNet:
+    """Rebuild the net from the manifest and load its safetensors weights (maps GPU-saved weights to ``device``)."""
+    from safetensors.torch import load_file
+
+    from ..exceptions import FormatError
+
+    model = TabularNet.from_architecture(contents.architecture)
+    try:
+        state = load_file(str(contents.weights_path), device=str(device))
+    except Exception as exc:
+        raise FormatError(f"{contents.weights_path} is damaged: {exc}") from exc
+    model.load_state_dict(state)
+    model.to(device)
+    model.eval()
+    return model

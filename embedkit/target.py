@@ -1,4 +1,4 @@
-"""Targets and tensors: what the trainer consumes once the preprocessor has done its work."""
+"""The target column: its task (regression, binary, multiclass), classes and checks; no torch needed."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from pandas.api import types as ptypes
 
 from .exceptions import DataError
@@ -105,42 +104,3 @@ def check_weights(w: Any, n: int) -> np.ndarray | None:
     if arr.sum() <= 0:
         raise DataError("sample_weight sums to zero; at least one row needs a positive weight")
     return arr.astype(np.float32)
-
-
-@dataclass
-class TensorData:
-    """Model inputs as tensors: codes ``[n, n_cat]`` (int64), continuous ``[n, n_cont]`` (float32),
-    target ``[n]`` (float32 or int64) and optional weights ``[n]``."""
-
-    x_cat: torch.Tensor
-    x_cont: torch.Tensor
-    y: torch.Tensor | None = None
-    w: torch.Tensor | None = None
-
-    @classmethod
-    def from_numpy(
-        cls, codes: np.ndarray, cont: np.ndarray, y: np.ndarray | None = None, w: np.ndarray | None = None
-    ) -> TensorData:
-        return cls(
-            torch.from_numpy(np.ascontiguousarray(codes, dtype=np.int64)),
-            torch.from_numpy(np.ascontiguousarray(cont, dtype=np.float32)),
-            None if y is None else torch.from_numpy(np.ascontiguousarray(y)),
-            None if w is None else torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)),
-        )
-
-    def __len__(self) -> int:
-        return int(self.x_cat.shape[0])
-
-    def to(self, device: torch.device) -> TensorData:
-        def mv(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=True)
-
-        return TensorData(mv(self.x_cat), mv(self.x_cont), mv(self.y), mv(self.w))  # type: ignore[arg-type]
-
-    def take(self, idx: torch.Tensor) -> TensorData:
-        return TensorData(
-            self.x_cat[idx],
-            self.x_cont[idx],
-            None if self.y is None else self.y[idx],
-            None if self.w is None else self.w[idx],
-        )

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from embedkit.data import TargetInfo
 from embedkit.exceptions import DataError
 from embedkit.preprocessing import check_training_frame
 from embedkit.spec import FeatureSpec
+from embedkit.target import TargetInfo
 
 from .config import ConfigError, PipelineConfig
 

@@ -98,7 +98,7 @@ def make_baseline(
             enc = TargetEncoder(target_type=target_type, random_state=seed)
     else:
         raise ValueError(f"unknown baseline encoder {encoder!r}")
-    from embedkit.serving import categories_as_strings
+    from embedkit.servable import categories_as_strings
 
     # a function of embedkit's serving layer, so that the saved encoder names no pipelines code
     to_str = FunctionTransformer(categories_as_strings, feature_names_out="one-to-one")

@@ -1,6 +1,6 @@
 """The net as scikit-learn estimators, so it can sit in the same comparisons as RF, LightGBM and KNN.
 
-``TabularNetClassifier`` and ``TabularNetRegressor`` wrap :class:`embedkit.learner.Learner`; their ``fit`` is
+``TabularNetClassifier`` and ``TabularNetRegressor`` wrap :class:`embedkit.nn.learner.Learner`; their ``fit`` is
 essentially ``Learner.from_frame(...).fit(...)``.
 """
 
@@ -14,9 +14,9 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted
 
-from .exceptions import DataError
-from .outputs import proba_from_raw
-from .spec import FeatureSpec
+from ..exceptions import DataError
+from ..outputs import proba_from_raw
+from ..spec import FeatureSpec
 
 #: ``n_nets="auto"``: average this many nets below ``ENSEMBLE_MAX_ROWS`` rows, else train one. On the
 #: two ~2,000-row tables of bench/suite.py one net's score varied widely with its seed (movie ratings:
@@ -41,7 +41,7 @@ class _TabularNetBase(BaseEstimator):
     """Shared parameters and ``fit`` of :class:`TabularNetClassifier` and :class:`TabularNetRegressor`.
 
     Every default holds for any table (``bench/suite.py`` measures them on five): ``batch_size`` and
-    ``epochs`` of None follow the number of rows (:func:`embedkit.schedule.auto_batch_size` and
+    ``epochs`` of None follow the number of rows (:func:`embedkit.nn.schedule.auto_batch_size` and
     ``auto_epochs``), ``valid_fraction`` of the rows is held out and the best epoch on it kept,
     ``lr=None`` runs the LR finder, a regression target is standardised inside the net, and below
     10,000 rows the predictions are the average of 5 nets (``n_nets="auto"``), each with its own seed
@@ -214,7 +214,7 @@ class TabularNetClassifier(ClassifierMixin, _TabularNetBase):
     ----------
     classes_ : ndarray of the class labels
     n_nets_ : how many nets are averaged (``n_nets``; "auto": 5 below 10,000 rows, else 1)
-    learners_ : the fitted :class:`embedkit.learner.Learner` of each net (seeds ``random_state + 7919 k``)
+    learners_ : the fitted :class:`embedkit.nn.learner.Learner` of each net (seeds ``random_state + 7919 k``)
     learner_ : the first of them (its net's embedding tables: ``learner_.embedding_tables()``)
     history_ : the first net's per-epoch training and validation metrics
 

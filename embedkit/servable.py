@@ -47,7 +47,7 @@ SERVABLE_FILE = "servable.json"
 #: one-hot training matrix, the target encoder's folds, and a baseline encoder's string cast.
 TRUSTED_SKOPS_TYPES = frozenset(
     {
-        "embedkit.serving.categories_as_strings",
+        "embedkit.servable.categories_as_strings",
         "numpy.dtype",
         "scipy.sparse._csr.csr_matrix",
         "scipy.sparse._csc.csc_matrix",

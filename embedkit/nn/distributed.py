@@ -2,15 +2,15 @@
 epoch. A thin layer over ``torch.distributed``; ``torchrun`` starts the processes and sets their
 environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``).
 
-Under a process group of more than one process, :class:`~embedkit.learner.Learner` and
-:class:`~embedkit.trainer.Trainer` train with ``DistributedDataParallel``: every rank must call them in the
+Under a process group of more than one process, :class:`~embedkit.nn.learner.Learner` and
+:class:`~embedkit.nn.trainer.Trainer` train with ``DistributedDataParallel``: every rank must call them in the
 same order with the same data. Rank 0 fits the preprocessor and runs the LR finder and hands the results to
 the others; only rank 0 writes checkpoints. Outside a process group (or with one process) every function
 here is a no-op and training takes the single-process path.
 
 Example (one process, so nothing is distributed)
 ------------------------------------------------
->>> from embedkit import distributed
+>>> from embedkit.nn import distributed
 >>> distributed.world_size(), distributed.is_main()
 (1, True)
 >>> import torch
@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from ..exceptions import EmbedkitError
 from .device import resolve_device
-from .exceptions import EmbedkitError
 
 log = logging.getLogger("embedkit")
 

@@ -17,7 +17,7 @@ from .trainer import Trainer, _clone_state
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from .data import TensorData
+    from .tensors import TensorData
 
 
 @dataclass

@@ -3,7 +3,7 @@ atomic checkpoints, resume, and the practical guards (NaN/inf loss, CUDA out-of-
 
 Reads as its names: ``fit → run_epoch → train_step``, with callbacks notified at each named event.
 
-Inside a process group of more than one process (``torchrun``, see :mod:`embedkit.distributed`) the same
+Inside a process group of more than one process (``torchrun``, see :mod:`embedkit.nn.distributed`) the same
 loop trains with ``DistributedDataParallel``: each rank takes its shard of every epoch's permutation, the
 gradients are averaged across ranks, and every decision (NaN guard, early stopping, stop requests) is taken
 identically on all ranks so that they stay in lock-step. With one process none of that runs.
@@ -28,17 +28,17 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
+from .._io import atomic_path
+from ..evaluation import MONITOR, task_metrics
+from ..exceptions import FormatError, TrainingDivergedError
+from ..preprocessing import N_RESERVED, UNKNOWN
 from . import distributed
-from ._io import atomic_path
 from .callbacks import Callback, CallbackList
-from .data import TensorData
 from .device import amp_dtype, resolve_device, torch_threads, training_threads
-from .exceptions import FormatError, TrainingDivergedError
-from .metrics import MONITOR, task_metrics
 from .model import TabularNet, loss_fn, to_prediction
 from .optim import GroupedOptimizer, configure_optimizer, set_hyper
-from .preprocessing import N_RESERVED, UNKNOWN
 from .schedule import MAX_BATCH, MIN_EPOCHS, OneCycle, auto_batch_size, auto_epochs
+from .tensors import TensorData
 
 log = logging.getLogger("embedkit")
 
@@ -50,7 +50,7 @@ CHECKPOINT_VERSION = 2
 class TrainConfig:
     """How to train. Defaults are the course's: batch 1024, one-cycle, AdamW, lr from ``lr_find``."""
 
-    # None: chosen from the number of training rows (embedkit.schedule.auto_epochs / auto_batch_size:
+    # None: chosen from the number of training rows (embedkit.nn.schedule.auto_epochs / auto_batch_size:
     # 32 to 1,024 rows a batch, about 64 steps an epoch on small tables; 5 to 20 epochs, >= 600 steps)
     epochs: int | None = None
     batch_size: int | None = None
@@ -73,7 +73,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True  # mixed precision on CUDA (bf16 where supported)
     # CPU threads of torch while training (and in the LR finder). None: one below batch 256, else every
-    # CPU the process may use (affinity and cgroup quota; embedkit.device.training_threads)
+    # CPU the process may use (affinity and cgroup quota; embedkit.nn.device.training_threads)
     threads: int | None = None
     eval_batch_size: int = 16384
     checkpoint_dir: str | None = None  # where checkpoint.pt is written after every epoch
@@ -201,7 +201,7 @@ class Trainer:
 
     def plan(self, n_rows: int) -> tuple[int, int]:
         """Set the batch size and the number of epochs for ``n_rows`` training rows (per process): the
-        config's where set, else :func:`~embedkit.schedule.auto_batch_size` / ``auto_epochs``."""
+        config's where set, else :func:`~embedkit.nn.schedule.auto_batch_size` / ``auto_epochs``."""
         cfg = self.config
         self.batch_size = int(cfg.batch_size) if cfg.batch_size else auto_batch_size(n_rows)
         self.epochs = int(cfg.epochs) if cfg.epochs else auto_epochs(n_rows, self.batch_size)

@@ -2,7 +2,7 @@
 
 It only wires the parts together (preprocessor → tensors → :class:`Trainer`); each part stays usable alone.
 
-Under ``torchrun`` (a process group of more than one process, see :mod:`embedkit.distributed`) every rank
+Under ``torchrun`` (a process group of more than one process, see :mod:`embedkit.nn.distributed`) every rank
 calls the same methods with the same frames: rank 0 fits the preprocessor and the target encoding and runs
 the LR finder, the other ranks receive the results, and :meth:`Learner.fit` trains with DDP. Saving is left
 to the caller: do it on rank 0 only (``if distributed.is_main(): learn.save(...)``).
@@ -10,8 +10,8 @@ to the caller: do it on rank 0 only (``if distributed.is_main(): learn.save(...)
 Example
 -------
 >>> from embedkit.datasets import flights
->>> from embedkit.learner import Learner
->>> from embedkit.trainer import TrainConfig
+>>> from embedkit.nn.learner import Learner
+>>> from embedkit.nn.trainer import TrainConfig
 >>> ex = flights(n_rows=3000)
 >>> learn = Learner.from_frame(ex.train, ex.spec, train_config=TrainConfig(epochs=1, lr=1e-2))
 >>> history = learn.fit(ex.train, ex.valid)
@@ -30,21 +30,22 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..bundle import save_bundle
+from ..evaluation import task_metrics
+from ..exceptions import DataError
+from ..preprocessing import Preprocessor
+from ..spec import FeatureSpec
+from ..target import TargetInfo, check_weights
 from . import distributed
-from .bundle import save_bundle
 from .callbacks import Callback, ProgressBar
-from .data import TargetInfo, TensorData, check_weights
-from .exceptions import DataError
 from .lr_finder import LRFinderResult, lr_find
-from .metrics import task_metrics
 from .model import NetConfig, TabularNet, auto_dropout, value_keyed_init
-from .predictor import Predictor
-from .preprocessing import Preprocessor
-from .spec import FeatureSpec
+from .tensors import TensorData
 from .trainer import History, TrainConfig, Trainer
 
 if TYPE_CHECKING:
-    from .tables import EmbeddingTables
+    from ..predictor import Predictor
+    from ..tables import EmbeddingTables
 
 
 class Learner:
@@ -193,6 +194,8 @@ class Learner:
 
     # ---- inference -----------------------------------------------------------------------------
     def predictor(self) -> Predictor:
+        from ..predictor import Predictor
+
         return Predictor(self.preprocessor, self.target, self.model, self.trainer.device)
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
@@ -214,14 +217,14 @@ class Learner:
         return {c: w.numpy() for c, w in self.model.embedding_weights().items()}
 
     def embedding_tables(self, source: str | None = None) -> EmbeddingTables:
-        from .tables import tables_from_preprocessor
+        from ..tables import tables_from_preprocessor
 
         tables = tables_from_preprocessor(self.preprocessor, self.embedding_weights())
         tables.source = source
         return tables
 
     def export_tables(self, path: str | Path, source: str | None = None) -> Path:
-        from .tables import write_tables
+        from ..tables import write_tables
 
         return write_tables(path, self.embedding_tables(), source=source)
 
