@@ -1,8 +1,8 @@
 """Where a served or batch-scored model comes from: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or a
 local servable directory, resolved to a local servable directory.
 
-The one module of embedkit that imports mlflow, and only inside :func:`download_registered` (DESIGN.md:
-"a thin loader the service uses"). Both the service (``service/loader.py``) and batch scoring
+The one module of embedkit that imports mlflow, and only inside :func:`download_registered` (see
+``docs/design.md``, "Layers"). Both the service (``service/loader.py``) and batch scoring
 (``pipelines/score.py``) call it, so neither imports the other. A registered model is the pipelines' pyfunc
 model whose artifacts hold the servable directory (``artifacts/servable/``); its files are downloaded, never
 unpickled: the servable is read with :func:`embedkit.servable.load_servable`.

@@ -1,19 +1,21 @@
-"""Inference from a model bundle: DataFrame in, predictions (and class probabilities) out."""
+"""Inference from a model bundle: DataFrame (or records) in, predictions (and class probabilities) out.
+
+No torch: the net runs as :class:`embedkit.inference.NetForward` (numpy).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from .bundle import BundleContents, read_bundle
-from .nn.device import resolve_device
-from .nn.model import TabularNet, load_net, to_prediction
+from .inference import NetForward, NetModel
 from .outputs import class_index, proba_from_raw
-from .preprocessing import UNKNOWN, Preprocessor
+from .preprocessing import Preprocessor
 from .target import TargetInfo
 
 
@@ -21,31 +23,29 @@ class Predictor:
     """Predicts with a trained net. Load one with :meth:`load` (a bundle directory).
 
     ``predict`` returns class labels for classifiers and values for regression; ``predict_proba`` returns
-    class probabilities ``[n, n_classes]`` (columns in ``classes`` order).
+    class probabilities ``[n, n_classes]`` (columns in ``classes`` order). Each also takes records
+    (a list of dicts of column -> value) through :meth:`predict_raw_records`.
     """
 
     def __init__(
         self,
         preprocessor: Preprocessor,
         target: TargetInfo,
-        model: TabularNet,
-        device: str | torch.device = "cpu",
-        batch_size: int = 65536,
+        forward: NetForward,
         manifest: dict[str, Any] | None = None,
     ) -> None:
         self.preprocessor = preprocessor
         self.target = target
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
-        self.batch_size = batch_size
+        self.forward = forward
+        self.model = NetModel(preprocessor, forward)
         self.manifest = manifest or {}
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "cpu", verify: bool = True) -> Predictor:
+    def load(cls, path: str | Path, verify: bool = True) -> Predictor:
         contents: BundleContents = read_bundle(path, verify=verify)
-        dev = resolve_device(device)
-        model = load_net(contents, device=str(dev))
-        return cls(contents.preprocessor, contents.target, model, dev, manifest=contents.manifest)
+        return cls(
+            contents.preprocessor, contents.target, NetForward.from_bundle(contents), contents.manifest
+        )
 
     @property
     def task(self) -> str:
@@ -59,24 +59,13 @@ class Predictor:
     def feature_columns(self) -> list[str]:
         return self.preprocessor.spec_.feature_columns
 
-    @torch.no_grad()
-    def _forward(self, codes: np.ndarray, cont: np.ndarray) -> np.ndarray:
-        outs = []
-        for s in range(0, len(codes), self.batch_size):
-            xc = torch.from_numpy(np.ascontiguousarray(codes[s : s + self.batch_size], dtype=np.int64)).to(
-                self.device
-            )
-            xn = torch.from_numpy(np.ascontiguousarray(cont[s : s + self.batch_size])).to(self.device)
-            outs.append(to_prediction(self.task, self.model(xc, xn)).float().cpu().numpy())
-        if not outs:
-            shape = (0, self.target.n_classes) if self.task == "multiclass" else (0,)
-            return np.empty(shape, dtype=np.float32)
-        return np.concatenate(outs)
-
     def predict_raw(self, df: pd.DataFrame) -> np.ndarray:
         """P(class 1) for binary, probabilities for multiclass, values for regression."""
-        codes, cont = self.preprocessor.transform(df)
-        return self._forward(codes, cont)
+        return self.model.predict_raw(self.model.inputs_from_frame(df))
+
+    def predict_raw_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        """:meth:`predict_raw` for records (dicts holding every input column), without pandas."""
+        return self.model.predict_raw(self.model.inputs_from_records(records))
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
         if self.task == "regression":
@@ -96,8 +85,7 @@ class Predictor:
 
     def unknown_counts(self, df: pd.DataFrame) -> dict[str, int]:
         """How many values per categorical column map to the "unknown" row."""
-        codes, _ = self.preprocessor.transform(df)
-        return {c: int((codes[:, j] == UNKNOWN).sum()) for j, c in enumerate(self.preprocessor.cat_names_)}
+        return self.model.unknown_counts(self.model.inputs_from_frame(df))
 
 
 def _numeric(classes: list[Any] | None) -> bool:

@@ -9,7 +9,10 @@ Every categorical column gets a :class:`CategoryVocab` whose code layout is fixe
 
 from __future__ import annotations
 
+import calendar
+import datetime as dt
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +48,48 @@ DATE_CAT_PARTS = (
 )
 
 
+#: The datetime64[ns] range pandas computes in, as nanoseconds since the epoch: a value outside it cannot be a
+#: training value (a category gets "unknown", a date is missing), as in :func:`_coerce`.
+_NS_MIN, _NS_MAX = int(pd.Timestamp.min.value), int(pd.Timestamp.max.value)
+_EPOCH = dt.datetime(1970, 1, 1)
+_ONE_US = dt.timedelta(microseconds=1)
+#: Returned by a record key function for a value it leaves to the pandas rules (:meth:`CategoryVocab.encode`).
+_GENERIC = object()
+
+
+def naive_utc(v: dt.date) -> dt.datetime:
+    """A date or datetime as a naive UTC datetime (what pandas compares timestamps as)."""
+    if isinstance(v, dt.datetime):
+        return v.astimezone(dt.UTC).replace(tzinfo=None) if v.tzinfo is not None else v
+    return dt.datetime(v.year, v.month, v.day)
+
+
+def _ns_since_epoch(v: dt.date) -> int | None:
+    """Nanoseconds since the epoch of a plain ``datetime``/``date`` (exact integer arithmetic), or None
+    outside pandas' range."""
+    ns = (naive_utc(v) - _EPOCH) // _ONE_US * 1000
+    return ns if _NS_MIN <= ns <= _NS_MAX else None
+
+
+def _is_missing_fast(v: Any) -> bool:
+    return v is None or (type(v) is float and v != v)
+
+
+def _record_key(kind: str) -> Callable[[Any], Any]:
+    """The vocabulary key of one Python value of its column's natural type (``str`` for strings, ``int``
+    for integers, ``bool`` for booleans, ``datetime``/``date`` for timestamps), ``None`` for a value that
+    cannot be in the vocabulary, or ``_GENERIC`` for any other type (left to the pandas rules)."""
+    if kind == KIND_STRING:
+        return lambda v: v if type(v) is str else _GENERIC
+    if kind == KIND_INTEGER:
+        return lambda v: v if type(v) is int else _GENERIC
+    if kind == KIND_BOOLEAN:
+        return lambda v: int(v) if type(v) is bool else _GENERIC
+    if kind == KIND_TIMESTAMP:
+        return lambda v: _ns_since_epoch(v) if type(v) in (dt.datetime, dt.date) else _GENERIC
+    raise ValueError(f"unknown category kind {kind!r}")
+
+
 def _kind_of(s: pd.Series) -> str:
     if ptypes.is_bool_dtype(s):
         return KIND_BOOLEAN
@@ -74,7 +119,8 @@ def _coerce(values: pd.Series, kind: str) -> pd.Series:
             return values.astype("int64")
         num = pd.to_numeric(values, errors="coerce") if not ptypes.is_numeric_dtype(values) else values
         arr = np.asarray(num, dtype="float64")
-        ok = np.isfinite(arr) & (np.mod(arr, 1) == 0) & (np.abs(arr) < 2**62)
+        with np.errstate(invalid="ignore"):  # inf: not finite, refused below
+            ok = np.isfinite(arr) & (np.mod(arr, 1) == 0) & (np.abs(arr) < 2**62)
         out = np.full(len(arr), np.iinfo(np.int64).min, dtype=np.int64)
         out[ok] = arr[ok].astype(np.int64)
         return pd.Series(out, index=values.index)
@@ -103,6 +149,12 @@ class CategoryVocab:
     missing_count: int = 0
     unknown_count: int = 0
     _index: pd.Index | None = field(default=None, init=False, repr=False, compare=False)
+    _codes: dict[Any, int] | None = field(default=None, init=False, repr=False, compare=False)
+    _key: Callable[[Any], Any] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the look-up caches are rebuilt on demand (the key function is a closure: not picklable)
+        return {**self.__dict__, "_index": None, "_codes": None, "_key": None}
 
     @property
     def n_codes(self) -> int:
@@ -158,6 +210,37 @@ class CategoryVocab:
         out[missing] = MISSING
         return out
 
+    def code_table(self) -> dict[Any, int]:
+        """Value -> code for the kept values (cached): the key is the value itself for strings and
+        integers, ``int(value)`` for booleans, nanoseconds since the epoch for timestamps."""
+        if self._codes is None:
+            keys = self.index.asi8.tolist() if self.kind == KIND_TIMESTAMP else self.index.tolist()
+            self._codes = {k: i + N_RESERVED for i, k in enumerate(keys)}
+        return self._codes
+
+    def encode_values(self, values: Sequence[Any]) -> np.ndarray:
+        """Codes (int32) of Python values, e.g. one column of JSON records: what :meth:`encode` gives for
+        ``pd.Series(values, dtype=object)``, without pandas for the column's natural type (``str``,
+        ``int``, ``bool``, ``datetime``/``date``) and for None/NaN; other values go through :meth:`encode`."""
+        table = self._codes if self._codes is not None else self.code_table()
+        key = self._key
+        if key is None:
+            key = self._key = _record_key(self.kind)
+        out = np.empty(len(values), dtype=np.int32)
+        generic: list[int] = []
+        for i, v in enumerate(values):
+            if _is_missing_fast(v):
+                out[i] = MISSING
+                continue
+            k = key(v)
+            if k is _GENERIC:
+                generic.append(i)
+            else:
+                out[i] = UNKNOWN if k is None else table.get(k, UNKNOWN)
+        if generic:
+            out[generic] = self.encode(pd.Series([values[i] for i in generic], dtype=object))
+        return out
+
     def decode_values(self) -> pd.Series:
         """The kept values in code order (codes 2..), in their original type."""
         if self.kind == KIND_TIMESTAMP:
@@ -211,8 +294,73 @@ def _date_parts(s: pd.Series, name: str) -> tuple[dict[str, pd.Series], pd.Serie
     return parts, elapsed
 
 
+def _parts_of(t: dt.datetime) -> tuple[float, ...]:
+    """The :data:`DATE_CAT_PARTS` of a naive datetime, as ``_date_parts`` computes them."""
+    last = calendar.monthrange(t.year, t.month)[1]
+    month_end, month_start = t.day == last, t.day == 1
+    return (
+        t.year,
+        t.month,
+        t.isocalendar()[1],
+        t.day,
+        t.weekday(),
+        t.timetuple().tm_yday,
+        month_end,
+        month_start,
+        month_end and t.month % 3 == 0,
+        month_start and t.month % 3 == 1,
+        t.month == 12 and t.day == 31,
+        t.month == 1 and t.day == 1,
+    )
+
+
+_NO_PARTS = (math.nan,) * len(DATE_CAT_PARTS)
+
+
+def _record_date_parts(values: Sequence[Any], name: str) -> tuple[dict[str, list[Any]], np.ndarray]:
+    """:func:`_date_parts` for Python values: plain ``datetime``/``date`` values (missing outside pandas'
+    nanosecond range) and None without pandas, anything else through ``_date_parts`` itself."""
+    rows: list[tuple[float, ...]] = []
+    elapsed = np.empty(len(values), dtype=np.float64)
+    generic: list[int] = []
+    for i, v in enumerate(values):
+        if type(v) in (dt.datetime, dt.date):
+            ns = _ns_since_epoch(v)
+            # outside pandas' nanosecond range a date is missing
+            rows.append(_NO_PARTS if ns is None else _parts_of(naive_utc(v)))
+            elapsed[i] = np.nan if ns is None else ns / 1e9
+        elif _is_missing_fast(v):
+            rows.append(_NO_PARTS)
+            elapsed[i] = np.nan
+        else:
+            rows.append(_NO_PARTS)
+            generic.append(i)
+    if generic:
+        parts, el = _date_parts(pd.Series([values[i] for i in generic], dtype=object), name)
+        table = np.column_stack([parts[f"{name}_{p}"].to_numpy() for p in DATE_CAT_PARTS])
+        for j, i in enumerate(generic):
+            rows[i] = tuple(table[j].tolist())
+        elapsed[generic] = el.to_numpy()
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in DATE_CAT_PARTS]
+    return {f"{name}_{p}": list(col) for p, col in zip(DATE_CAT_PARTS, columns, strict=True)}, elapsed
+
+
+def _record_numbers(values: Sequence[Any], col: str) -> np.ndarray:
+    """:func:`_numeric` for Python values: plain numbers and None without pandas."""
+    try:
+        if all(v is None or type(v) in (float, int, bool) for v in values):
+            arr = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+            return np.where(np.isinf(arr), np.nan, arr)
+    except OverflowError:  # an int beyond float64: the pandas rules decide
+        pass
+    return _numeric(pd.Series(list(values), dtype=object), col)
+
+
 def _check_columns(df: pd.DataFrame, cols: list[str], what: str) -> None:
-    missing = [c for c in cols if c not in df.columns]
+    _refuse_missing([c for c in cols if c not in df.columns], what)
+
+
+def _refuse_missing(missing: list[str], what: str) -> None:
     if missing:
         raise DataError(
             f"column(s) {missing} missing from the {what} data; the model was fitted with them. "
@@ -352,25 +500,47 @@ class Preprocessor:
         if not isinstance(df, pd.DataFrame):
             raise DataError(f"expected a pandas DataFrame, got {type(df).__name__}")
         _check_columns(df, self.spec_.feature_columns, "input")
-        n = len(df)
         cat_frame, cont_frame = self._expand(df, self.spec_)
-        codes = np.empty((n, len(self.cat_names_)), dtype=np.int32)
+        codes = np.empty((len(df), len(self.cat_names_)), dtype=np.int32)
         for j, col in enumerate(self.cat_names_):
             codes[:, j] = self.vocabs_[col].encode(cat_frame[col])
+        return codes, self._scale(cont_frame, len(df))
+
+    def encode_records(self, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`transform` for records (dicts of input column -> Python value, e.g. parsed JSON): the
+        same ``(codes, cont)`` as ``transform`` on a frame of the records' values (object columns), with
+        no pandas for plain ``str``/``int``/``float``/``bool``/``datetime``/``date``/None values."""
+        self._check_fitted()
+        spec = self.spec_
+        _refuse_missing([c for c in spec.feature_columns if any(c not in r for r in records)], "input")
+        cats: dict[str, Sequence[Any]] = {c: [r[c] for r in records] for c in spec.categorical or []}
+        conts = {c: _record_numbers([r[c] for r in records], c) for c in spec.continuous or []}
+        for d in spec.dates or []:
+            parts, elapsed = _record_date_parts([r[d] for r in records], d)
+            cats.update(parts)
+            conts[f"{d}_elapsed"] = elapsed
+        codes = np.empty((len(records), len(self.cat_names_)), dtype=np.int32)
+        for j, col in enumerate(self.cat_names_):
+            codes[:, j] = self.vocabs_[col].encode_values(cats[col])
+        return codes, self._scale(conts, len(records))
+
+    def _scale(self, raw: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+        """Continuous inputs (float64 per column, NaN for missing) -> filled, standardised float32 columns,
+        then one missing-indicator column per input that had missing values in training."""
         cont = np.empty((n, len(self.cont_names_)), dtype=np.float32)
-        j = 0
         na_cols = []
-        for col, st in self.cont_stats_.items():
-            arr = cont_frame[col]
-            isna = np.isnan(arr)
-            cont[:, j] = (np.where(isna, st.fill, arr) - st.mean) / st.std
-            if st.has_na:
-                na_cols.append(isna)
-            j += 1
-        for isna in na_cols:
-            cont[:, j] = isna
-            j += 1
-        return codes, cont
+        with np.errstate(
+            over="ignore", invalid="ignore"
+        ):  # absurd values overflow float32: inf, not an error
+            for j, (col, st) in enumerate(self.cont_stats_.items()):
+                arr = raw[col]
+                isna = np.isnan(arr)
+                cont[:, j] = (np.where(isna, st.fill, arr) - st.mean) / st.std
+                if st.has_na:
+                    na_cols.append(isna)
+        for k, isna in enumerate(na_cols):
+            cont[:, len(self.cont_stats_) + k] = isna
+        return cont
 
     def fit_transform(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         return self.fit(df).transform(df)

@@ -26,6 +26,7 @@ choose it when it beats the embedding models, and serve it the same way.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from ._io import atomic_dir
 from ._version import __version__
 from .exceptions import DataError, FormatError
 from .outputs import class_index, proba_from_raw
+from .preprocessing import UNKNOWN
 
 SERVABLE_FORMAT_VERSION = 1
 SERVABLE_FILE = "servable.json"
@@ -96,18 +98,17 @@ def input_schema_from_preprocessor(pre: Any) -> list[dict[str, Any]]:
 
 
 class Servable:
-    """A loaded servable model. ``predict`` gives labels/values; ``predict_proba`` class probabilities."""
+    """A loaded servable model. ``predict`` gives labels/values; ``predict_proba`` class probabilities.
 
-    def __init__(
-        self, path: Path, meta: dict[str, Any], tables: Any, predict_raw: Any, predictor: Any = None
-    ) -> None:
+    Predictions go through :mod:`embedkit.inference` (``model``: a ``NetModel``, ``PipelineModel`` or
+    ``BaselineModel``); :meth:`score_records` takes records (dicts of column -> value) without pandas.
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any], tables: Any, model: Any) -> None:
         self.path = path
         self.meta = meta
         self.tables = tables
-        self._predict_raw = predict_raw
-        #: kind "net": its :class:`~embedkit.predictor.Predictor` (preprocessor and torch module), for callers
-        #: that encode inputs themselves (the service's pandas-free 1-row path); None for kind "pipeline".
-        self.predictor = predictor
+        self.model = model
 
     # ---- description ---------------------------------------------------------------------------
     @property
@@ -143,7 +144,13 @@ class Servable:
     def predict_raw(self, df: pd.DataFrame) -> np.ndarray:
         """P(class 1) for binary, class probabilities for multiclass, values for regression."""
         self._check(df)
-        return np.asarray(self._predict_raw(df))
+        return np.asarray(self.model.predict_raw(self.model.inputs_from_frame(df)))
+
+    def score_records(self, records: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, dict[str, int]]:
+        """Raw predictions (as :meth:`predict_raw`) of records holding every input column, and per
+        embedded column how many values were unknown."""
+        inputs = self.model.inputs_from_records(records)
+        return np.asarray(self.model.predict_raw(inputs)), self.model.unknown_counts(inputs)
 
     def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
         if self.task == "regression":
@@ -162,7 +169,7 @@ class Servable:
         out = {}
         for name, table in self.tables.items():
             if name in df.columns:
-                out[name] = int((table.vocab.encode(df[name]) == 1).sum())
+                out[name] = int((table.encode(df[name]) == UNKNOWN).sum())
         return out
 
     # ---- embeddings ----------------------------------------------------------------------------
@@ -332,22 +339,15 @@ def _load_skops(file: Path) -> Any:
 
 
 def _load_estimator(path: Path, est: dict[str, Any], task: str) -> Any:
-    """``predict_raw(x)`` of a saved estimator: P(class 1), class probabilities, or values."""
+    """``f(x) -> raw`` of a saved estimator (:func:`embedkit.inference.estimator_function`)."""
+    from .inference import estimator_function
+
     if est["format"] == "lightgbm":
         import lightgbm as lgb
 
-        booster = lgb.Booster(model_file=str(path / est["file"]))
-        return lambda x: booster.predict(x)
+        return estimator_function(lgb.Booster(model_file=str(path / est["file"])), task)
     if est["format"] == "skops":
-        model = _load_skops(path / est["file"])
-
-        def predict_raw(x: Any) -> np.ndarray:
-            if task == "regression":
-                return model.predict(x)
-            p = model.predict_proba(x)
-            return p[:, 1] if task == "binary" else p
-
-        return predict_raw
+        return estimator_function(_load_skops(path / est["file"]), task)
     raise FormatError(f"{path}: unknown estimator format {est['format']!r}")
 
 
@@ -399,12 +399,7 @@ def load_servable(path: str | Path) -> Servable:
             f"{SERVABLE_FORMAT_VERSION}"
         )
     if meta["kind"] == "net":
-        from .predictor import Predictor
-        from .tables import load_tables
-
-        pred = Predictor.load(path / meta["bundle"])
-        tables = load_tables(path / meta["bundle"] / "tables")
-        return Servable(path, meta, tables, pred.predict_raw, predictor=pred)
+        return _load_net(path, meta)
     if meta["kind"] == "pipeline":
         return _load_pipeline(path, meta)
     if meta["kind"] == "baseline":
@@ -412,7 +407,18 @@ def load_servable(path: str | Path) -> Servable:
     raise FormatError(f"{f}: unknown servable kind {meta['kind']!r}")
 
 
+def _load_net(path: Path, meta: dict[str, Any]) -> Servable:
+    from .bundle import read_bundle
+    from .inference import NetForward, NetModel
+    from .tables import load_tables
+
+    contents = read_bundle(path / meta["bundle"])
+    model = NetModel(contents.preprocessor, NetForward.from_bundle(contents))
+    return Servable(path, meta, load_tables(contents.tables_path), model)
+
+
 def _load_pipeline(path: Path, meta: dict[str, Any]) -> Servable:
+    from .inference import PipelineModel
     from .tables import load_tables
     from .transformer import EmbeddingTransformer
 
@@ -421,27 +427,19 @@ def _load_pipeline(path: Path, meta: dict[str, Any]) -> Servable:
     transformer = EmbeddingTransformer(tables=tables, **tmeta["params"])
     empty = pd.DataFrame({c: pd.Series([], dtype=_dtype_for(c, meta)) for c in tmeta["feature_names_in"]})
     transformer.fit(empty)
-    estimator = _load_estimator(path, meta["estimator"], meta["task"])
-    columns = tmeta["feature_names_in"]
-
-    def predict_raw(df: pd.DataFrame) -> np.ndarray:
-        return estimator(np.asarray(transformer.transform(df[columns])))
-
-    return Servable(path, meta, tables, predict_raw)
+    model = PipelineModel(transformer, _load_estimator(path, meta["estimator"], meta["task"]))
+    return Servable(path, meta, tables, model)
 
 
 def _load_baseline(path: Path, meta: dict[str, Any]) -> Servable:
+    from .inference import BaselineModel
     from .tables import EmbeddingTables, load_tables
 
     encoder = _load_skops(path / meta["encoder"]["file"])
     estimator = _load_estimator(path, meta["estimator"], meta["task"])
-    columns = meta["feature_columns"]
-
-    def predict_raw(df: pd.DataFrame) -> np.ndarray:
-        return estimator(encoder.transform(df[columns]))
-
     tables = load_tables(path / "tables") if (path / "tables").exists() else EmbeddingTables([])
-    return Servable(path, meta, tables, predict_raw)
+    model = BaselineModel(encoder, estimator, meta["feature_columns"], meta["input_schema"], tables)
+    return Servable(path, meta, tables, model)
 
 
 def _dtype_for(column: str, meta: dict[str, Any]) -> str:

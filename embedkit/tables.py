@@ -1,6 +1,6 @@
 """Embedding tables: one learned vector per category, exported as Parquet lookup tables.
 
-The on-disk format (see ``DESIGN.md``, "Embedding tables") is a directory holding ``manifest.json``
+The on-disk format (see ``docs/formats.md``, "Embedding tables") is a directory holding ``manifest.json``
 and one Parquet file per categorical column. Each Parquet file has one row per code of the column's
 vocabulary, in code order:
 

@@ -460,12 +460,14 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
         columns: list[str] | None,
         extra: Mapping[str, Any] | None = None,
     ) -> EmbeddingTables:
+        from ._compat import require_torch
+
         try:
-            from .nn.learner import fit_tables  # torch lives behind this import
+            require_torch()
         except ImportError as e:
-            raise ImportError(
-                f"training embeddings needs torch ({e}); install torch, or pass tables=<trained tables>"
-            ) from e
+            raise ImportError(f"{e}; or pass tables=<trained tables>") from e
+        from .nn.learner import fit_tables
+
         kwargs = dict(self.net_params or {})
         kwargs.update(extra or {})
         if columns is not None:

@@ -402,7 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--threads",
         type=int,
         metavar="N",
-        help="torch threads (default: torch's own; 1 is often faster on a machine shared with other jobs)",
+        help="compute threads (BLAS, OpenMP; default: the libraries' own; 1 is often faster on a machine shared "
+        "with other jobs)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument("--json", action="store_true", help="print the result as one JSON object")
@@ -415,9 +416,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads < 1:
             sys.stderr.write(f"error: --threads must be at least 1, got {args.threads}\n")
             return 2
-        import torch
+        from embedkit.inference import set_compute_threads
 
-        torch.set_num_threads(args.threads)
+        set_compute_threads(args.threads)
     try:
         with sigterm_raises():  # SIGTERM like Ctrl-C: the temporary output is removed on the way out
             result = _score(args)

@@ -11,7 +11,7 @@ Two engines, same columns as ``embedkit score`` (:mod:`pipelines.score`):
   the executors' Python environment). Writes ``prediction`` and ``proba_<class>``; embedding columns come
   from joining the tables instead (below).
 
-The embedding tables are plain Parquet (one file per column; see DESIGN.md): :func:`register_embedding_views`
+The embedding tables are plain Parquet (one file per column; see docs/formats.md): :func:`register_embedding_views`
 makes each a temporary view, and :func:`embedding_join_sql` writes the join that gives a raw column its
 vectors with the net's rules (a null value takes the ``missing`` row, a value not in the table the
 ``unknown`` row).

@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from embedkit import __version__
+from embedkit.inference import set_compute_threads
 
 from . import errors
 from .deps import reject_unknown_query
@@ -25,7 +26,6 @@ from .openapi import build_openapi
 from .prometheus import Metrics, MetricsMiddleware, route_templates
 from .routes import admin, embeddings, health, metadata, predict
 from .routes import metrics as metrics_route
-from .scoring import set_compute_threads
 from .settings import Settings, get_settings
 from .state import LoadedModel, ModelHolder
 

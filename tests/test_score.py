@@ -125,15 +125,15 @@ def test_a_failure_midway_leaves_no_output(servables, tmp_path, monkeypatch):
     servable = load_servable(servables["binary"])
     src = write_dir(rows(1000), tmp_path / "in")
     calls = {"n": 0}
-    real = servable._predict_raw
+    real = servable.model.predict_raw
 
-    def fails_on_the_third_chunk(df):
+    def fails_on_the_third_chunk(inputs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise RuntimeError("boom")
-        return real(df)
+        return real(inputs)
 
-    monkeypatch.setattr(servable, "_predict_raw", fails_on_the_third_chunk)
+    monkeypatch.setattr(servable.model, "predict_raw", fails_on_the_third_chunk)
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     with pytest.raises(RuntimeError, match="boom"):

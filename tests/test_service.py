@@ -460,8 +460,10 @@ def test_numbers_far_outside_the_training_range_are_422(client: TestClient) -> N
 
 def test_non_finite_predictions_are_422_not_null(make_client: ClientFactory) -> None:
     client = make_client()
-    net = client.app.state.holder.current.scorer.net  # type: ignore[attr-defined]
-    net.predict_raw = lambda codes, cont: np.where(np.arange(len(codes)) == 1, np.nan, 0.5).astype(np.float32)
+    model = client.app.state.holder.current.servable.model  # type: ignore[attr-defined]
+    model.predict_raw = lambda inputs: np.where(np.arange(len(inputs[0])) == 1, np.nan, 0.5).astype(
+        np.float32
+    )
     body = assert_field_error(client.post("/predict", json=records(3)), 422, "records", 1)
     assert "outside the training data" in body["detail"][0]["msg"]
 

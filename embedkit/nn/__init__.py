@@ -5,11 +5,15 @@ given tables, bundle and servable reading, :mod:`embedkit.inference`) lives one 
 ``embedkit`` itself, and never imports torch. See ``docs/design.md``.
 """
 
-from .estimators import TabularNetClassifier, TabularNetRegressor
-from .learner import Learner
-from .lr_finder import LRFinderResult, lr_find
-from .model import NetConfig, TabularNet, load_net
-from .trainer import TrainConfig, Trainer
+from .._compat import require_torch
+
+require_torch()
+
+from .estimators import TabularNetClassifier, TabularNetRegressor  # noqa: E402
+from .learner import Learner  # noqa: E402
+from .lr_finder import LRFinderResult, lr_find  # noqa: E402
+from .model import NetConfig, TabularNet, load_net  # noqa: E402
+from .trainer import TrainConfig, Trainer  # noqa: E402
 
 __all__ = [
     "LRFinderResult",

@@ -194,9 +194,12 @@ class Learner:
 
     # ---- inference -----------------------------------------------------------------------------
     def predictor(self) -> Predictor:
+        """The trained net as a torch-free :class:`~embedkit.predictor.Predictor` (a copy of its weights)."""
+        from ..inference import NetForward
         from ..predictor import Predictor
 
-        return Predictor(self.preprocessor, self.target, self.model, self.trainer.device)
+        state = {k: v.detach().float().cpu().numpy() for k, v in self.model.state_dict().items()}
+        return Predictor(self.preprocessor, self.target, NetForward(self.model.architecture(), state))
 
     def predict(self, df: pd.DataFrame) -> np.ndarray:
         return self.predictor().predict(df)
