@@ -4,7 +4,8 @@
   (MLflow's own default store, made explicit), whose artifacts go to ``./mlruns``.
 - :func:`step_run`: a run as a context manager that ends ``FINISHED``, ``FAILED`` or, on Ctrl-C/SIGTERM,
   ``KILLED``; reopening a run id continues it.
-- :class:`EpochLogger`: the trainer callback that logs each epoch's metrics (``step`` = epoch number).
+- :class:`EpochLogger`: the trainer callback that logs each epoch's metrics (``step`` = epoch number);
+  :class:`LRFinderLogger` logs the LR finder's sweep and the rate used.
 - logging helpers (params, metrics, tags, figures, artifacts), look-ups (runs, metric histories, artifacts)
   and the registry (a pyfunc model registered under a name with an alias and tags).
 """
@@ -27,6 +28,7 @@ from mlflow.exceptions import MlflowException
 from embedkit.nn.callbacks import Callback
 
 if TYPE_CHECKING:
+    from embedkit.nn.lr_finder import LRFinderResult
     from embedkit.nn.trainer import Trainer
 
 log = logging.getLogger("pipelines")
@@ -222,6 +224,20 @@ class CheckpointLogger(Callback):
 
     def on_checkpoint(self, trainer: Trainer, path: str) -> None:
         log_artifact(path, "checkpoints")
+
+
+class LRFinderLogger(Callback):
+    """Logs the LR finder's sweep to the active run (``plots/lr_finder.png``, ``lr_finder.json``, the
+    metric ``lr_suggestion``) and the peak rate the fit trains at (the param ``lr_used``)."""
+
+    def on_lr_found(self, trainer: Trainer, lr: float, finder: LRFinderResult | None) -> None:
+        if finder is not None:
+            log_figure(finder.plot(), "plots/lr_finder.png")
+            log_dict(finder.to_dict(), "lr_finder.json")
+            log_metrics({"lr_suggestion": finder.suggestion})
+        log_params({"lr_used": lr})
+        source = "from the config" if trainer.config.lr is not None else "LR finder"
+        log.info("learning rate %.3g (%s)", lr, source)
 
 
 # ---- look-ups --------------------------------------------------------------------------------------

@@ -24,11 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from embedkit.nn import distributed
 from embedkit.nn.callbacks import Callback, ProgressBar
-from embedkit.nn.learner import Learner
+from embedkit.nn.learner import Learner, fit_net
 from embedkit.nn.model import NetConfig
 from embedkit.nn.trainer import CHECKPOINT_NAME, TrainConfig
 
@@ -75,8 +73,9 @@ def train_config(cfg: PipelineConfig, checkpoint_dir: Path | None) -> TrainConfi
 
 
 def default_callbacks(cfg: PipelineConfig, run_id: str) -> list[Callback]:
-    """A progress bar on stderr, per-epoch metrics to MLflow, and (when configured) checkpoint logging."""
-    cbs: list[Callback] = [ProgressBar(), tracking.EpochLogger(run_id)]
+    """A progress bar on stderr; to MLflow: the LR finder's sweep and the rate used, per-epoch metrics, and
+    (when configured) the checkpoints."""
+    cbs: list[Callback] = [ProgressBar(), tracking.LRFinderLogger(), tracking.EpochLogger(run_id)]
     if cfg.tracking.log_checkpoints:
         cbs.append(tracking.CheckpointLogger())
     return cbs
@@ -145,30 +144,34 @@ def _train(
         tcfg = train_config(cfg, run_dir / "checkpoints")
         # progress, MLflow logging and the caller's callbacks: rank 0's business
         cbs = (default_callbacks(cfg, run_id) + list(callbacks or [])) if main else []
-        learn = Learner.from_frame(
+        if main and checkpoint is not None:
+            log.info("resuming run %s from %s", run_id, checkpoint)
+        elif main and resume is not None:
+            log.warning("run %s stopped before its first checkpoint; training again from the start", run_id)
+
+        def log_start(learn: Learner) -> None:
+            """A new run's resolved config, before the LR finder and training."""
+            tracking.set_tags({TAG_RUN_DIR: str(run_dir)})
+            tracking.log_params(resolved_params(cfg, learn, data))
+            tracking.log_dict(cfg.to_dict(), CONFIG_ARTIFACT)
+            tracking.log_dict(data.describe(), "data.json")
+
+        # the LR finder runs on a fresh start (its sweep logged by tracking.LRFinderLogger, the finder
+        # cheap and its plot telling whether the rate is sane), even when train.lr sets the rate
+        learn = fit_net(
             data.train,
             data.spec,
+            valid=data.valid,
             task=data.task,
             net_config=net_config(cfg),
             train_config=tcfg,
             min_frequency=cfg.data.min_frequency,
             callbacks=cbs,
+            lr_find=cfg.train.lr_find.model_dump(exclude_none=True),
+            resume_from=checkpoint,
+            on_start=log_start if main and resume is None else None,
         )
-        lr = None
-        if checkpoint is None:
-            if main and resume is None:
-                tracking.set_tags({TAG_RUN_DIR: str(run_dir)})
-                tracking.log_params(resolved_params(cfg, learn, data))
-                tracking.log_dict(cfg.to_dict(), CONFIG_ARTIFACT)
-                tracking.log_dict(data.describe(), "data.json")
-            elif main:
-                log.warning(
-                    "run %s stopped before its first checkpoint; training again from the start", run_id
-                )
-            lr = _find_lr(cfg, learn, data)
-        elif main:
-            log.info("resuming run %s from %s", run_id, checkpoint)
-        history = learn.fit(data.train, data.valid, lr=lr, resume_from=checkpoint)
+        history = learn.history
         metrics: dict[str, float] = {}
         if main:
             metrics = {f"valid_{k}": v for k, v in learn.evaluate(data.valid).items()}
@@ -179,27 +182,6 @@ def _train(
             _save(cfg, learn, run_id, run_dir, metrics)
             log.info("train run %s: %s", run_id, ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return TrainResult(run_id, metrics, run_dir, len(history.epochs))
-
-
-def _find_lr(cfg: PipelineConfig, learn: Learner, data: Dataset) -> float:
-    """The configured ``lr``, else the LR finder's suggestion. The sweep's plot and numbers are logged
-    either way (the finder is cheap and the plot tells whether the rate is sane). Under DDP every rank
-    calls this (rank 0 sweeps and hands out the result); rank 0 logs."""
-    kwargs = cfg.train.lr_find.model_dump(exclude_none=True)
-    # the sweep draws dropout masks from torch's global generator: seed it for reproducible runs
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(learn.train_config.seed)
-        result = learn.lr_find(data.train, **kwargs)
-    lr = cfg.train.lr if cfg.train.lr is not None else result.suggestion
-    if distributed.is_main():
-        tracking.log_figure(result.plot(), "plots/lr_finder.png")
-        tracking.log_dict(result.to_dict(), "lr_finder.json")
-        tracking.log_metrics({"lr_suggestion": result.suggestion})
-        tracking.log_params({"lr_used": lr})
-        log.info(
-            "learning rate %.3g (%s)", lr, "from the config" if cfg.train.lr is not None else "LR finder"
-        )
-    return lr
 
 
 def _save(cfg: PipelineConfig, learn: Learner, run_id: str, run_dir: Path, metrics: dict[str, float]) -> None:

@@ -5,7 +5,7 @@ from _synthetic import grouped_categories
 
 from embedkit import FeatureSpec
 from embedkit.nn.learner import Learner
-from embedkit.nn.lr_finder import suggestions, valley
+from embedkit.nn.lr_finder import lr_find, suggestions, valley
 from embedkit.nn.model import NetConfig
 from embedkit.nn.trainer import TrainConfig
 
@@ -30,6 +30,27 @@ def test_lr_find_restores_weights_and_returns_a_curve():
     assert res.suggestion == res.alternatives["minimum/10"]
     # the sweep stops once the smoothed loss passes 4x its best
     assert (res.lrs[-1] < 10 and res.smoothed[-1] > 4 * min(res.smoothed)) or len(res.lrs) == 100
+
+
+def test_lr_find_steps_through_the_public_trainer_api_and_leaves_no_trace(monkeypatch):
+    learn, df = _learn()
+    trainer = learn.trainer
+    rates = []
+    real_step = trainer.train_step
+
+    def recording(batch, lr=None):
+        rates.append(lr)
+        return real_step(batch, lr=lr)
+
+    monkeypatch.setattr(trainer, "train_step", recording)
+    before = trainer.snapshot()
+    rng = torch.random.get_rng_state()
+    res = lr_find(trainer, learn.tensors(df), num=30)
+    assert rates[: len(res.lrs)] == res.lrs  # every rate of the sweep is one train_step at that rate
+    after = trainer.snapshot()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert trainer.optimizer is None
+    assert torch.equal(torch.random.get_rng_state(), rng)
 
 
 def test_suggested_rate_lies_where_training_converges():

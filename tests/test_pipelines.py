@@ -351,6 +351,44 @@ def test_same_config_and_seed_give_the_same_metrics(pipeline, first_train, capsy
         assert tracking.metric_history(second.run_id, key) == tracking.metric_history(first.run_id, key)
 
 
+# ---- the learning rate --------------------------------------------------------------------------
+def test_train_run_trains_what_fit_net_trains_on_the_configs_frames(pipeline, first_train):
+    from embedkit.nn.learner import fit_net
+    from pipelines.config import load_config
+    from pipelines.sources import load_data
+    from pipelines.train import net_config, train_config
+
+    cfg = load_config(pipeline[1])
+    data = load_data(cfg)
+    learn = fit_net(
+        data.train,
+        data.spec,
+        valid=data.valid,
+        task=data.task,
+        net_config=net_config(cfg),
+        train_config=train_config(cfg, None),
+        min_frequency=cfg.data.min_frequency,
+        lr_find=cfg.train.lr_find.model_dump(exclude_none=True),
+    )
+    # the same sweep, the same rate from it, the same net
+    assert learn.lr_finder is not None
+    assert float(first_train.params["lr_used"]) == learn.trainer.lr_max == learn.lr_finder.suggestion
+    assert first_train.metrics["lr_suggestion"] == learn.lr_finder.suggestion
+    valid = {f"valid_{k}": v for k, v in learn.evaluate(data.valid).items()}
+    assert {k: first_train.metrics[k] for k in valid} == pytest.approx(valid, rel=1e-6)
+
+
+def test_a_configured_rate_is_used_and_the_sweep_still_logged(mlflow_tmp, tmp_path, capsys):
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.replace("n_rows = 3000", "n_rows = 1200").replace("epochs = 2", "epochs = 1"))
+    out = run_cli(capsys, "train", "--config", str(config), "--set", "train.lr=0.003")
+    run = tracking.get_run(out["train_run_id"])
+    assert run.params["train.lr"] == "0.003" and float(run.params["lr_used"]) == 0.003
+    assert run.metrics["lr_suggestion"] != 0.003  # the finder ran, for its plot, and was not followed
+    assert "lr_finder.json" in tracking.list_artifacts(run.run_id)
+    assert "plots/lr_finder.png" in tracking.list_artifacts(run.run_id, "plots")
+
+
 # ---- interrupt and resume --------------------------------------------------------------------------
 PAUSE_SCRIPT = """
 import sys, time

@@ -116,15 +116,15 @@ def test_cuda_out_of_memory_retries_with_half_the_batch(monkeypatch):
     learn, df = _learner(epochs=1, batch_size=256)
     trainer = learn.trainer
     calls = {"n": 0}
-    real_step = trainer._step
+    real_step = trainer.train_step
 
-    def flaky(*args):
+    def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_step(*args)
+        return real_step(*args, **kwargs)
 
-    monkeypatch.setattr(trainer, "_step", flaky)
+    monkeypatch.setattr(trainer, "train_step", flaky)
     hist = trainer.fit(learn.tensors(df.iloc[:1600]), lr=1e-2)
     assert trainer.batch_size == 128
     assert hist.epochs[-1]["batch_size"] == 128
@@ -140,3 +140,40 @@ def test_unknown_row_is_trained_by_code_swapping():
     b2 = learn2.model.embeds[0].weight.detach().clone()
     learn2.fit(df.iloc[:1600])
     assert torch.equal(b2[1], learn2.model.embeds[0].weight.detach()[1])  # never seen → untouched
+
+
+# ---- the public step and weights in memory ---------------------------------------------------------
+def test_train_step_takes_one_step_at_the_given_rate_and_trains():
+    learn, df = _learner(task="binary")
+    trainer = learn.trainer
+    batch = learn.tensors(df.iloc[:256]).to(trainer.device)
+    with pytest.raises(RuntimeError, match="needs an optimizer"):
+        trainer.train_step(batch, lr=1e-2)
+    trainer.optimizer = trainer.new_optimizer(1.0)
+    before = trainer.snapshot()
+    losses = [float(trainer.train_step(batch, lr=1e-2)) for _ in range(40)]
+    assert all(g["lr"] == 1e-2 for g in trainer.optimizer.param_groups)  # the rate given, not 1.0
+    assert losses[-1] < 0.5 * losses[0]  # the same batch again and again: its loss falls
+    assert not torch.equal(before["head.weight"], trainer.model.state_dict()["head.weight"])
+
+
+def test_snapshot_is_a_copy_and_restore_puts_it_back():
+    learn, df = _learner()
+    trainer = learn.trainer
+    snap = trainer.snapshot()
+    kept = {k: v.clone() for k, v in snap.items()}
+    learn.fit(df.iloc[:1000])  # trains the weights in place
+    now = trainer.model.state_dict()
+    assert not all(torch.equal(snap[k], now[k]) for k in snap)
+    assert all(torch.equal(snap[k], kept[k]) for k in snap)  # training did not write into the snapshot
+    trainer.restore(snap)
+    assert all(torch.equal(trainer.model.state_dict()[k], kept[k]) for k in kept)
+
+
+def test_a_resumed_fit_continues_at_the_checkpoints_rate(tmp_path):
+    learn, df = _learner(checkpoint_dir=str(tmp_path), epochs=2)
+    learn.trainer.fit(learn.tensors(df.iloc[:1600]), lr=3e-3)
+    again, _ = _learner(checkpoint_dir=str(tmp_path), epochs=3, lr=None)
+    again.trainer.fit(again.tensors(df.iloc[:1600]), resume_from=tmp_path)  # no rate needed
+    assert again.trainer.lr_max == 3e-3
+    assert len(again.history.epochs) == 3

@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .lr_finder import LRFinderResult
     from .trainer import Trainer
 
 log = logging.getLogger("embedkit")
@@ -14,6 +15,10 @@ log = logging.getLogger("embedkit")
 
 class Callback:
     """Base class: override the events you need. ``trainer.stop_training = True`` ends training."""
+
+    def on_lr_found(self, trainer: Trainer, lr: float, finder: LRFinderResult | None) -> None:
+        """The peak rate ``lr`` of a fresh fit was chosen (by ``Learner.fit``, before training begins);
+        ``finder`` is the LR finder's sweep behind it, or None when the rate was given and none ran."""
 
     def on_train_begin(self, trainer: Trainer) -> None: ...
 

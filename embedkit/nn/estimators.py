@@ -1,7 +1,7 @@
 """The net as scikit-learn estimators, so it can sit in the same comparisons as RF, LightGBM and KNN.
 
 ``TabularNetClassifier`` and ``TabularNetRegressor`` wrap :class:`embedkit.nn.learner.Learner`; their ``fit`` is
-essentially ``Learner.from_frame(...).fit(...)``.
+essentially :func:`embedkit.nn.learner.fit_net` once per net.
 """
 
 from __future__ import annotations

@@ -157,13 +157,18 @@ class Learner:
         sample_weight: Any = None,
         valid_sample_weight: Any = None,
         resume_from: str | Path | None = None,
+        lr_find: dict[str, Any] | None = None,
         progress: bool | None = None,
     ) -> History:
-        """Train. With no ``lr`` (here or in the config) the LR finder's suggestion is used.
+        """Train at the peak rate ``lr``, else ``TrainConfig.lr``, else the LR finder's suggestion (a
+        sweep of :meth:`lr_find` already run on this learner is reused); ``resume_from``: continue a
+        checkpoint's run, at its own rate.
 
-        ``progress``: a progress bar per epoch and one line per epoch on stderr; None shows them when
-        stderr is a terminal; a ProgressBar among the callbacks (the pipelines') takes its place, and
-        the estimators pass False (scikit-learn style, quiet).
+        ``lr_find``: arguments of the LR finder (``start_lr``, ``end_lr``, ``num``, ...); given, the sweep
+        runs even when the rate is set, so that its plot can be looked at (``learner.lr_finder``; the
+        callbacks' ``on_lr_found`` gets it). ``progress``: a progress bar per epoch and one line per
+        epoch on stderr; None shows them when stderr is a terminal; a ProgressBar among the callbacks
+        (the pipelines') takes its place, and :func:`fit_net` passes False (scikit-learn style, quiet).
         """
         _require_target(train, self.target.name)
         if valid is not None:
@@ -171,11 +176,8 @@ class Learner:
         data = self.tensors(train, sample_weight)
         vdata = self.tensors(valid, valid_sample_weight) if valid is not None else None
         self._standardize_target(data)  # a resumed run takes its checkpoint's instead (load_checkpoint)
-        lr = lr if lr is not None else self.train_config.lr
-        if lr is None and resume_from is None:
-            if self.lr_finder is None:
-                self.lr_finder = self._lr_find(lambda: data)
-            lr = self.lr_finder.suggestion
+        if resume_from is None:
+            lr = self._resolve_lr(lambda: data, lr, lr_find)
         show = _stderr_is_terminal() if progress is None else progress
         cbs = self.trainer.callbacks.callbacks
         bar = None
@@ -183,10 +185,28 @@ class Learner:
             bar = ProgressBar(print_epochs=True)
             cbs.append(bar)
         try:
-            return self.trainer.fit(data, vdata, resume_from=resume_from, lr=lr if lr is not None else 1e-3)
+            return self.trainer.fit(data, vdata, resume_from=resume_from, lr=lr)
         finally:
             if bar is not None:
                 cbs.remove(bar)
+
+    def _resolve_lr(
+        self, data: Callable[[], TensorData], lr: float | None, lr_find: dict[str, Any] | None
+    ) -> float:
+        """The peak rate of a fresh fit, chosen here and nowhere else: ``lr``, else ``TrainConfig.lr``,
+        else the LR finder's suggestion (``minimum/10``, with the guards of
+        :func:`~embedkit.nn.lr_finder.usable_suggestion`). The sweep runs when the rate is to come from
+        it and this learner has none yet, or whenever ``lr_find`` (its arguments) is given; the
+        callbacks hear the choice (``on_lr_found``)."""
+        rate = lr if lr is not None else self.train_config.lr
+        if lr_find is not None or (rate is None and self.lr_finder is None):
+            self.lr_finder = self._lr_find(data, **(lr_find or {}))
+        finder = self.lr_finder if rate is None or lr_find is not None else None
+        if rate is None:
+            assert finder is not None
+            rate = finder.suggestion
+        self.trainer.callbacks.notify("on_lr_found", self.trainer, float(rate), finder)
+        return float(rate)
 
     @property
     def history(self) -> History:
@@ -330,34 +350,43 @@ def target_column(frame: pd.DataFrame) -> str:
 
 def fit_net(
     df: pd.DataFrame,
-    spec: FeatureSpec,
+    spec: FeatureSpec | str,
     *,
+    valid: pd.DataFrame | None = None,
     task: str | None = None,
     net_config: NetConfig | None = None,
     train_config: TrainConfig | None = None,
     min_frequency: int = 2,
     valid_fraction: float = 0.1,
     sample_weight: Any = None,
+    valid_sample_weight: Any = None,
     callbacks: list[Callback] | None = None,
+    lr_find: dict[str, Any] | None = None,
+    resume_from: str | Path | None = None,
+    on_start: Callable[[Learner], None] | None = None,
 ) -> Learner:
-    """Train a net on ``df`` the way the estimators and :func:`fit_tables` do, and return its Learner.
+    """Build a net for ``df`` and train it: the one path of the estimators, :func:`fit_tables` and the
+    pipelines' train step. Returns its Learner.
 
-    ``valid_fraction`` of the rows (a seeded permutation, ``train_config.seed``) is held out: the
-    trainer validates on it after every epoch and ends with the weights of the best epoch
-    (``TrainConfig.restore_best``), which is how a small table stops short of overfitting. Tables of
-    fewer than ``MIN_ROWS_FOR_VALID`` rows, or ``valid_fraction=0``, train on every row. The
-    preprocessor and the target encoding are fitted on the training part only.
+    Validation: the rows of ``valid`` when given (``valid_sample_weight`` their weights), else
+    ``valid_fraction`` of the rows of ``df``, held out by a seeded permutation (``train_config.seed``).
+    The trainer validates after every epoch and ends with the weights of the best epoch
+    (``TrainConfig.restore_best``), which is how a small table stops short of overfitting. Without
+    ``valid``, tables of fewer than ``MIN_ROWS_FOR_VALID`` rows, or ``valid_fraction=0``, train on every
+    row. The preprocessor and the target encoding are fitted on the training rows only.
+
+    The learning rate is :meth:`Learner.fit`'s: ``train_config.lr``, else the LR finder's suggestion
+    (``lr_find``: the finder's arguments, and a sweep even when the rate is set; its result is in
+    ``learner.lr_finder`` and reaches the callbacks' ``on_lr_found``). ``resume_from``: a checkpoint
+    whose run continues (no sweep then). ``on_start(learner)`` is called once the net is built, before
+    the sweep and training (the pipelines log the resolved config there). Training is quiet: progress
+    comes from ``callbacks`` (a :class:`~embedkit.nn.callbacks.ProgressBar`).
     """
     cfg = train_config or TrainConfig()
-    if not 0 <= valid_fraction < 1:
-        raise DataError(f"valid_fraction must be in [0, 1), got {valid_fraction!r}")
-    w = check_weights(sample_weight, len(df))
-    n = len(df)
-    n_valid = int(round(n * valid_fraction)) if valid_fraction and n >= MIN_ROWS_FOR_VALID else 0
-    order = np.random.default_rng(cfg.seed).permutation(n)
-    tr, va = order[n_valid:], order[:n_valid]
-    train = df.iloc[tr].reset_index(drop=True)
-    valid = df.iloc[va].reset_index(drop=True) if n_valid else None
+    if valid is not None:
+        train, train_w, valid_w = df, sample_weight, valid_sample_weight
+    else:
+        train, valid, train_w, valid_w = _hold_out(df, sample_weight, valid_fraction, cfg.seed)
     learn = Learner.from_frame(
         train,
         spec,
@@ -367,14 +396,36 @@ def fit_net(
         min_frequency=min_frequency,
         callbacks=callbacks,
     )
+    if on_start is not None:
+        on_start(learn)
     learn.fit(
         train,
         valid,
-        sample_weight=None if w is None else w[tr],
-        valid_sample_weight=None if (w is None or not n_valid) else w[va],
-        progress=False,  # scikit-learn style: estimators are quiet
+        sample_weight=train_w,
+        valid_sample_weight=valid_w,
+        resume_from=resume_from,
+        lr_find=lr_find,
+        progress=False,
     )
     return learn
+
+
+def _hold_out(
+    df: pd.DataFrame, sample_weight: Any, valid_fraction: float, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame | None, np.ndarray | None, np.ndarray | None]:
+    """``fit_net``'s validation slice: (train, valid, their weights); valid None: nothing held out."""
+    if not 0 <= valid_fraction < 1:
+        raise DataError(f"valid_fraction must be in [0, 1), got {valid_fraction!r}")
+    w = check_weights(sample_weight, len(df))
+    n = len(df)
+    n_valid = int(round(n * valid_fraction)) if valid_fraction and n >= MIN_ROWS_FOR_VALID else 0
+    order = np.random.default_rng(seed).permutation(n)
+    tr, va = order[n_valid:], order[:n_valid]
+    train = df.iloc[tr].reset_index(drop=True)
+    valid = df.iloc[va].reset_index(drop=True) if n_valid else None
+    train_w = None if w is None else w[tr]
+    valid_w = None if (w is None or not n_valid) else w[va]
+    return train, valid, train_w, valid_w
 
 
 def fit_tables(

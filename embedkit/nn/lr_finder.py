@@ -11,8 +11,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from .optim import configure_optimizer
-from .trainer import Trainer, _clone_state
+from .trainer import Trainer
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -127,23 +126,19 @@ def lr_find(
     if num < 3:
         raise ValueError("num must be at least 3")
     cfg = trainer.config
-    model = trainer.model
-    saved = _clone_state(model)
+    saved = trainer.snapshot()
     data = train.to(trainer.device)
     n = len(data)
     # the batch size training will use: each process of a distributed run trains on 1/world of the rows
     trainer.plan(max(1, n // (distributed.world_size() if distributed.is_active() else 1)))
-    optimizer = configure_optimizer(
-        model, start_lr, cfg.weight_decay, cfg.decay_embeddings, betas=(cfg.moms[0], 0.99)
-    )
-    trainer.optimizer = optimizer
+    trainer.optimizer = trainer.new_optimizer(start_lr)
     g = torch.Generator().manual_seed(cfg.seed)
     mult = (end_lr / start_lr) ** (1 / (num - 1))
     lrs: list[float] = []
     losses: list[float] = []
     smoothed: list[float] = []
     avg, best = 0.0, math.inf
-    model.train()
+    trainer.model.train()
     rng_state = torch.random.get_rng_state()
     torch.manual_seed(cfg.seed)  # dropout draws from the global generator: seed it for a reproducible sweep
     perm = torch.randperm(n, generator=g).to(trainer.device)
@@ -157,10 +152,7 @@ def lr_find(
                 idx = perm[pos : pos + trainer.batch_size]
                 pos += trainer.batch_size
                 lr = start_lr * mult**i
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                batch = data.take(idx)
-                loss = float(trainer._step(batch.x_cat, batch.x_cont, batch.y, batch.w))  # type: ignore
+                loss = float(trainer.train_step(data.take(idx), lr=lr))
                 if not math.isfinite(loss):
                     break
                 avg = beta * avg + (1 - beta) * loss
@@ -173,7 +165,7 @@ def lr_find(
                     break
         finally:
             torch.random.set_rng_state(rng_state)
-            model.load_state_dict(saved)
+            trainer.restore(saved)
             trainer.optimizer = None
     if len(lrs) < 3:
         raise RuntimeError("the LR finder diverged within its first steps; lower start_lr")

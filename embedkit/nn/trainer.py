@@ -12,7 +12,6 @@ identically on all ranks so that they stay in lock-step. With one process none o
 from __future__ import annotations
 
 import contextlib
-import copy
 import ctypes
 import logging
 import math
@@ -219,8 +218,8 @@ class Trainer:
         resume_from: str | Path | None = None,
         lr: float | None = None,
     ) -> History:
-        """Train for ``config.epochs`` epochs, or as many as :meth:`plan` chooses (continuing a checkpoint
-        when ``resume_from`` is given)."""
+        """Train for ``config.epochs`` epochs, or as many as :meth:`plan` chooses, at the peak rate ``lr``
+        (default ``config.lr``). With ``resume_from`` a checkpoint's run continues at its own rate."""
         cfg = self.config
         self._train = train.to(self.device)
         self._valid = valid.to(self.device) if valid is not None else None
@@ -239,15 +238,19 @@ class Trainer:
                 "needs at least one row: use more data or fewer processes"
             )
         self.plan(self._n_local)
-        peak = lr if lr is not None else cfg.lr
-        if peak is None:
-            raise ValueError("no learning rate: set TrainConfig.lr or run lr_find() and pass its suggestion")
-        self.lr_max = float(peak)
-        self.optimizer = self._new_optimizer()
-        self._make_schedule()
         start_epoch = 0
         if resume_from is not None:
+            # the checkpoint's rate, optimizer state and place in the schedule carry on
             start_epoch = self.load_checkpoint(resume_from)
+        else:
+            peak = lr if lr is not None else cfg.lr
+            if peak is None:
+                raise ValueError(
+                    "no learning rate: set TrainConfig.lr or run lr_find() and pass its suggestion"
+                )
+            self.lr_max = float(peak)
+            self.optimizer = self.new_optimizer(self.lr_max)
+            self._make_schedule()
         self._net = self._wrap_ddp() if self.is_distributed else self.model
         # whether the NaN guard reads each loss as it comes (see run_epoch): the same on every rank, or
         # one rank would stop at a batch where the others go on
@@ -256,7 +259,7 @@ class Trainer:
         with self.cpu_threads():
             self._fit_epochs(start_epoch)
         if cfg.restore_best and self._best_state is not None:
-            self.model.load_state_dict(self._best_state)
+            self.restore(self._best_state)
         return self.history
 
     def cpu_threads(self) -> contextlib.AbstractContextManager[None]:
@@ -274,7 +277,7 @@ class Trainer:
                 # dropout draws from torch's global generator: seeding it per epoch makes CPU runs
                 # reproducible, a resumed run included (each rank draws its own masks)
                 torch.manual_seed(cfg.seed * 1_000_003 + epoch + _RANK_SEED_STRIDE * self._rank)
-                self._last_good_state = _clone_state(self.model)
+                self._last_good_state = self.snapshot()
                 logs = self._run_epoch_with_retries(epoch)
                 logs.update(self._validate_epoch())
                 self._update_best(epoch, logs)
@@ -300,11 +303,12 @@ class Trainer:
             self.callbacks.notify("on_train_end", self)
 
     # ---- one epoch -----------------------------------------------------------------------------
-    def _new_optimizer(self) -> GroupedOptimizer:
-        """AdamW over the net's parameter groups at ``lr_max`` (beta1 follows the one-cycle momentum)."""
+    def new_optimizer(self, lr: float) -> GroupedOptimizer:
+        """AdamW over the net's parameter groups (:func:`~embedkit.nn.optim.configure_optimizer`) at
+        ``lr``, with the config's weight decay and beta1 at the one-cycle's first momentum."""
         cfg = self.config
         return configure_optimizer(
-            self.model, self.lr_max, cfg.weight_decay, cfg.decay_embeddings, betas=(cfg.moms[0], 0.99)
+            self.model, lr, cfg.weight_decay, cfg.decay_embeddings, betas=(cfg.moms[0], 0.99)
         )
 
     def _make_schedule(self) -> None:
@@ -356,14 +360,16 @@ class Trainer:
             n = idx.numel()
             if n < 2 and self.model.config.use_bn:
                 continue  # BatchNorm cannot train on a single row
-            # index_select: about half the cost of ``data[idx]`` for these shapes
-            x_cat = self._swap_unknown(data.x_cat.index_select(0, idx), gen)
-            x_cont = data.x_cont.index_select(0, idx)
-            y = data.y.index_select(0, idx)  # type: ignore[union-attr]
-            w = None if data.w is None else data.w.index_select(0, idx)
+            # index_select: about half the cost of ``data[idx]`` (TensorData.take) for these shapes
+            batch = TensorData(
+                self._swap_unknown(data.x_cat.index_select(0, idx), gen),
+                data.x_cont.index_select(0, idx),
+                data.y.index_select(0, idx),  # type: ignore[union-attr]
+                None if data.w is None else data.w.index_select(0, idx),
+            )
             self.global_step = step0 + i
             try:
-                loss = self.train_step(x_cat, x_cont, y, w)
+                loss = self.train_step(batch)
             except TrainingDivergedError:
                 raise
             except RuntimeError as exc:
@@ -448,24 +454,27 @@ class Trainer:
         mask &= x_cat >= N_RESERVED
         return x_cat.masked_fill(mask, UNKNOWN)
 
-    def train_step(
-        self, x_cat: torch.Tensor, x_cont: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
-    ) -> torch.Tensor:
-        """One optimizer step at ``self.global_step`` of the schedule; returns the (detached) loss."""
-        assert self.optimizer is not None and self.schedule is not None
-        step = self.global_step
-        set_hyper(self.optimizer, self.schedule.lr(step), self.schedule.momentum(step))
-        return self._step(x_cat, x_cont, y, w)
+    def train_step(self, batch: TensorData, lr: float | None = None) -> torch.Tensor:
+        """One optimisation step on ``batch`` (forward, loss, backward, gradient clipping, optimizer
+        step); returns the batch's loss, detached and still on the device.
 
-    def _step(
-        self, x_cat: torch.Tensor, x_cont: torch.Tensor, y: torch.Tensor, w: torch.Tensor | None
-    ) -> torch.Tensor:
-        assert self.optimizer is not None
+        ``lr`` None: at the one-cycle schedule's rate and momentum for ``global_step`` (what ``fit``
+        does); a number: at that rate, the momentum left as the optimizer holds it (what the LR finder
+        does). Needs ``trainer.optimizer``: ``fit`` makes it, or assign one from :meth:`new_optimizer`.
+        """
+        if self.optimizer is None:
+            raise RuntimeError("train_step needs an optimizer: call fit, or set trainer.optimizer first")
+        if lr is not None:
+            set_hyper(self.optimizer, lr)
+        else:
+            assert self.schedule is not None
+            step = self.global_step
+            set_hyper(self.optimizer, self.schedule.lr(step), self.schedule.momentum(step))
         _retain_freed_memory()
         net = self._net if self._net is not None else self.model
         with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            out = net(x_cat, x_cont)
-        loss = loss_fn(self.task, out, y, w, self.model.y_std)
+            out = net(batch.x_cat, batch.x_cont)
+        loss = loss_fn(self.task, out, batch.y, batch.w, self.model.y_std)  # type: ignore[arg-type]
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer.optimizers[0])
@@ -483,11 +492,20 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
+    # ---- weights in memory ---------------------------------------------------------------------
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A copy of the model's weights and buffers in memory (on its device), for :meth:`restore`."""
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        """Put weights and buffers taken by :meth:`snapshot` back into the model."""
+        self.model.load_state_dict(state)
+
     # ---- guards --------------------------------------------------------------------------------
     def _diverged(self, epoch: int, batch: int, value: float) -> None:
         kept = "no checkpoint directory was configured"
         if self._last_good_state is not None:
-            self.model.load_state_dict(self._last_good_state)
+            self.restore(self._last_good_state)
             kept = "the model holds the weights from the start of this epoch"
         if self.checkpoint_path is not None and self.checkpoint_path.exists():
             kept += f"; the last good checkpoint is kept at {self.checkpoint_path}"
@@ -506,7 +524,7 @@ class Trainer:
             epoch + 1,
             new_bs,
         )
-        self.model.load_state_dict(self._last_good_state)
+        self.restore(self._last_good_state)
         if self.optimizer is not None:
             self.optimizer.zero_grad(set_to_none=True)
         if self.device.type == "cuda":
@@ -579,7 +597,7 @@ class Trainer:
             self.history.best_score = float(score)
             self.history.best_epoch = epoch
             if self.config.restore_best:
-                self._best_state = _clone_state(self.model)
+                self._best_state = self.snapshot()
 
     def _should_stop_early(self, epoch: int) -> bool:
         p = self.config.early_stopping_patience
@@ -630,14 +648,14 @@ class Trainer:
             self.config.epochs or saved_epochs or auto_epochs(max(1, self._n_local), self.batch_size)
         )
         self.lr_max = float(state["lr_max"])
-        self.optimizer = self._new_optimizer()
+        self.optimizer = self.new_optimizer(self.lr_max)
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError:
             # a checkpoint written under DDP (dense embedding gradients, one optimizer) resumed by one
             # process (sparse ones, two optimizers), or the other way round: the weights, the schedule's
             # position and the history carry over; Adam's moment estimates start again
-            self.optimizer = self._new_optimizer()
+            self.optimizer = self.new_optimizer(self.lr_max)
             if self._rank == 0:
                 log.warning(
                     "the optimizer state in %s does not fit this run (written by %s process(es)); "
@@ -663,12 +681,3 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("version") != CHECKPOINT_VERSION:
         raise FormatError(f"checkpoint {path} has an unsupported format version {state.get('version')!r}")
     return state
-
-
-def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A deep copy of the model's weights in memory (used by ``lr_find`` to restore them)."""
-    return copy.deepcopy(_clone_state(model))
