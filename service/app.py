@@ -24,7 +24,7 @@ from .loader import describe_error, load_model
 from .middleware import API_KEY_HEADER, APIKeyMiddleware, BodyLimitMiddleware
 from .openapi import build_openapi
 from .prometheus import Metrics, MetricsMiddleware, route_templates
-from .routes import admin, embeddings, health, metadata, predict
+from .routes import admin, embeddings, health, invocations, metadata, predict
 from .routes import metrics as metrics_route
 from .settings import Settings, get_settings
 from .state import LoadedModel, ModelHolder
@@ -47,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.holder = ModelHolder()
     app.state.metrics = Metrics()
     errors.install(app)
-    routers = [m.router for m in (health, predict, embeddings, metadata, metrics_route, admin)]
+    routers = [m.router for m in (health, predict, invocations, embeddings, metadata, metrics_route, admin)]
     for router in routers:
         app.include_router(router)
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]

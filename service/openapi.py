@@ -8,14 +8,15 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from .middleware import API_KEY_HEADER, OPEN_PATHS
+from .routes import invocations
 
 REF = "#/components/schemas/{model}"
 SECURITY_SCHEME = "APIKeyHeader"
 
 
 def build_openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema plus what the loaded model says: the ``PredictRequest`` record types and the
-    embedded columns; rebuilt after each model swap."""
+    """FastAPI's schema plus what the loaded model says: the ``PredictRequest`` record types (and the
+    ``/invocations`` formats built on them) and the embedded columns; rebuilt after each model swap."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -30,6 +31,14 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": {"$ref": REF.format(model="PredictRequest")}}},
         }
+        record_ref = body["properties"]["records"]["items"]["$ref"]
+        record = schemas[record_ref.rsplit("/", 1)[-1]]
+        schema["paths"]["/invocations"]["post"]["requestBody"] = invocations.request_body(
+            record_ref,
+            model.scorer.max_rows,
+            columns=record["properties"],
+            closed=record.get("additionalProperties") is False,
+        )
         embedded = sorted(model.servable.tables)
         for path, operations in schema["paths"].items():
             if path.startswith("/embeddings/"):

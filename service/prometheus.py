@@ -51,7 +51,9 @@ class Metrics:
             registry=self.registry,
         )
         self.rows = Counter(
-            "embedkit_prediction_rows_total", "Rows scored by /predict", registry=self.registry
+            "embedkit_prediction_rows_total",
+            "Rows scored by /predict and /invocations",
+            registry=self.registry,
         )
         self.unknown = Counter(
             "embedkit_unknown_categories_total",

@@ -205,3 +205,20 @@ class FieldError(BaseModel):
 
 class ValidationErrorBody(BaseModel):
     detail: list[FieldError]
+
+
+class InvocationsResponse(BaseModel):
+    """``POST /invocations``: what ``mlflow models serve`` answers for the registered pyfunc model."""
+
+    predictions: list[dict[str, Label | list[float]]] = Field(
+        description="one object per row: 'prediction' (class label or value), then for classifiers "
+        "'proba_<class>' for each class, in the order of GET /metadata's classes"
+    )
+
+
+class InvocationsErrorBody(BaseModel):
+    """A bad ``POST /invocations`` body: MLflow's error keys, and the service's field errors."""
+
+    error_code: Literal["BAD_REQUEST"] = Field(description="as in the MLflow scoring server's error body")
+    message: str = Field(description="the first errors, in one line")
+    detail: list[FieldError]

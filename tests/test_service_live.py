@@ -152,15 +152,23 @@ FUZZ_EXAMPLES = 40
 def test_fuzz_no_5xx_and_responses_match_the_schema(server: LiveServer) -> None:
     """Every operation of the live server's OpenAPI document, with data that conforms to it (positive) and
     data that violates it (negative): no 5xx, statuses and bodies as documented, bad data refused."""
-    # 413 (more records than the limit: `maxItems`) is how this API refuses too many rows
+    # 413 (more records than the limit: `maxItems`) is how this API refuses too many rows. A
+    # /invocations dataframe_split row is typed by its position in `columns`, which JSON Schema cannot
+    # say: data that fits its schema may still be refused there (violating data must still be).
     config = schemathesis.Config.from_dict(
-        {"checks": {"negative_data_rejection": {"expected-statuses": [400, 404, 405, 413, 415, 422]}}}
+        {
+            "checks": {"negative_data_rejection": {"expected-statuses": [400, 404, 405, 413, 415, 422]}},
+            "operations": [
+                {"include-path": "/invocations", "checks": {"positive_data_acceptance": {"enabled": False}}}
+            ],
+        }
     )
     api = schemathesis.openapi.from_url(f"{server.url}/openapi.json", config=config)
     failures: list[str] = []
     operations = [result.ok() for result in api.get_all_operations()]
     assert {op.label for op in operations} >= {
         "POST /predict",
+        "POST /invocations",
         "GET /embeddings/{column}/{value}",
         "GET /embeddings/{column}/{value}/neighbors",
         "GET /metadata",
