@@ -131,11 +131,12 @@
       maxCount = Math.max(maxCount, r.count[i]);
       minCount = Math.min(minCount, r.count[i]);
     }
-    // colour and size follow log(count), shared by the legend
+    // colour and size follow log(count), from the rarest category shown to the most frequent (the legend)
+    if (!Number.isFinite(minCount)) minCount = 0;
     const t = new Float64Array(n), radius = new Float64Array(n), bin = new Int32Array(n);
-    const lmax = Math.log1p(maxCount);
+    const lmin = Math.log1p(minCount), span = Math.log1p(maxCount) - lmin;
     for (let i = 0; i < n; i++) {
-      t[i] = lmax > 0 ? Math.log1p(r.count[i]) / lmax : 0;
+      t[i] = span > 0 ? Math.min(1, Math.max(0, (Math.log1p(r.count[i]) - lmin) / span)) : 0.5;
       radius[i] = R_MIN + (R_MAX - R_MIN) * Math.sqrt(t[i]);
       bin[i] = Math.min(N_BINS - 1, Math.floor(t[i] * N_BINS));
     }
@@ -150,7 +151,7 @@
       column: r.column, dim: r.dim, categories: r.categories, shown: r.shown, explained: r.explained_variance,
       n, x, y, label, lower: label.map((s) => s.toLowerCase()), kind: r.kind, count: r.count,
       radius, bin, rank, order, byCount, index: new Map(values.map((i) => [label[i], i])),
-      minCount: Number.isFinite(minCount) ? minCount : 0, maxCount,
+      minCount, maxCount,
     };
     buildGrid();
     hover = -1; selected = -1; neighbors = [];
