@@ -441,6 +441,7 @@
   function clearSelection() {
     selected = -1; neighbors = []; selectToken++;
     el.selected.textContent = "Neighbours";
+    el.selected.title = "";
     el.selectedInfo.textContent = "Click a point, or find a category, to list its nearest neighbours by cosine similarity.";
     el.neighbors.replaceChildren();
     if (d) remember();
