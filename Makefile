@@ -11,7 +11,7 @@ endif
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-floats install install-dev lint bench clean venv
+.PHONY: demo test test-floats install install-dev install-browser lint bench clean venv
 
 venv:
 ifndef VIRTUAL_ENV
@@ -26,12 +26,23 @@ install-dev: venv
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
 
+# Chromium for tests/test_browser.py, from Debian's packages (Playwright drives it and downloads no browser
+# of its own). Without root or apt-get it says what to install; CHROMIUM=/path/to/chrome uses another one.
+install-browser:
+	@if [ -n "$$CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then exit 0; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else \
+		echo "tests/test_browser.py needs Chromium: run 'sudo apt-get install chromium' (or set CHROMIUM)" >&2; \
+		exit 1; \
+	fi
+
 demo: install
 	$(PY) -m pipelines.cli demo
 
 # The float-sensitive tests run a second time on torch's baseline CPU kernels (no AVX2/AVX-512): a test
 # that only passes on one instruction set fails here, whatever machine CI lands on.
-test: install-dev
+test: install-dev install-browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-floats
 

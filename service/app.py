@@ -24,7 +24,7 @@ from .loader import describe_error, load_model
 from .middleware import API_KEY_HEADER, APIKeyMiddleware, BodyLimitMiddleware
 from .openapi import build_openapi
 from .prometheus import Metrics, MetricsMiddleware, route_templates
-from .routes import admin, embeddings, health, invocations, metadata, predict
+from .routes import admin, docs, embeddings, explore, health, invocations, metadata, predict
 from .routes import metrics as metrics_route
 from .settings import Settings, get_settings
 from .state import LoadedModel, ModelHolder
@@ -42,12 +42,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
+        docs_url=None,  # FastAPI's pages load from CDNs; ours (routes/docs.py) from the service itself
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.holder = ModelHolder()
     app.state.metrics = Metrics()
     errors.install(app)
-    routers = [m.router for m in (health, predict, invocations, embeddings, metadata, metrics_route, admin)]
+    modules = [health, predict, invocations, embeddings, metadata, metrics_route, admin, docs]
+    if settings.explore:
+        modules.append(explore)
+    routers = [m.router for m in modules]
     for router in routers:
         app.include_router(router)
     app.openapi = partial(build_openapi, app)  # type: ignore[method-assign]
@@ -63,7 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Content-Type", API_KEY_HEADER],
         )
-    # the templates in routing order (FastAPI's own /docs routes first), for requests refused before routing
+    # the templates in routing order (FastAPI's own /openapi.json first), for requests refused before routing
     templates = route_templates(app.routes) + [t for r in routers for t in route_templates(r.routes)]
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics, templates=templates)
     return app

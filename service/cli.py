@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="load the model before serving and exit 1 if it cannot load (default off: serve anyway, "
         "/ready answers 503 until POST /admin/reload succeeds)",
     )
+    parser.add_argument(
+        "--explore",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the embedding explorer at /explore (default on)",
+    )
     return parser
 
 

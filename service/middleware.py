@@ -10,8 +10,10 @@ from .errors import send_json_error
 
 API_KEY_HEADER = "X-API-Key"
 _API_KEY_HEADER = API_KEY_HEADER.lower().encode("latin-1")
-#: Routes open without the API key (liveness probes cannot carry secrets).
-OPEN_PATHS = frozenset({"/health"})
+#: Routes open without the API key: liveness probes cannot carry secrets, and a browser must be able to
+#: load the explorer's page before it can send the key on the page's own requests. The page and its two
+#: files are static, the same for every model; the data they show comes from routes that need the key.
+OPEN_PATHS = frozenset({"/health", "/explore", "/explore/assets/explore.js", "/explore/assets/explore.css"})
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

@@ -41,7 +41,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
         )
         embedded = sorted(model.servable.tables)
         for path, operations in schema["paths"].items():
-            if path.startswith("/embeddings/"):
+            if path.startswith(("/embeddings/", "/explore/data/")):
                 for operation in operations.values():
                     for param in operation.get("parameters", []):
                         if param["name"] == "column" and param["in"] == "path":

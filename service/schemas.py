@@ -222,3 +222,22 @@ class InvocationsErrorBody(BaseModel):
     error_code: Literal["BAD_REQUEST"] = Field(description="as in the MLflow scoring server's error body")
     message: str = Field(description="the first errors, in one line")
     detail: list[FieldError]
+
+
+class ExploreData(BaseModel):
+    """The points of one column for the explorer, as parallel lists (one entry per row, in code order)."""
+
+    column: str
+    dim: int = Field(description="embedding width")
+    categories: int = Field(
+        description="categories in the table, the reserved 'missing' and 'unknown' rows left out"
+    )
+    shown: int = Field(description="categories listed here: the most frequent, at most 'limit'")
+    explained_variance: list[float] = Field(
+        description="fraction of the categories' variance along x and along y (PCA of the value rows)"
+    )
+    category: list[Label | None] = Field(description="the value; null for the 'missing' and 'unknown' rows")
+    kind: list[RowKind]
+    count: list[int] = Field(description="occurrences in the training data")
+    x: list[float]
+    y: list[float]

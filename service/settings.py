@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     #: stderr, when it cannot load (for orchestrators that restart failed containers). Off: the server
     #: runs anyway, ``/ready`` answers 503 ``failed`` and ``POST /admin/reload`` can retry.
     fail_fast: bool = False
+    #: Serve the embedding explorer (``GET /explore``, its files and ``GET /explore/data/{column}``);
+    #: off: those paths answer 404.
+    explore: bool = True
 
     @field_validator("cors_origins", mode="before")
     @classmethod

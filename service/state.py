@@ -17,6 +17,7 @@ from typing import Literal
 
 import anyio.to_thread
 
+from embedkit.projection import Projection
 from embedkit.servable import Servable
 
 from .schemas import ModelRef
@@ -35,6 +36,8 @@ class LoadedModel:
     version: str
     source: Literal["registry", "local"]
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    #: The explorer's 2-D projections, by column, computed on first use; they go with the model.
+    projections: dict[str, Projection] = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def ref(self) -> ModelRef:

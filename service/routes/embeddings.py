@@ -30,7 +30,8 @@ ValuePath = Annotated[
 ]
 
 
-def _check_column(model: ModelDep, column: str) -> None:
+def check_column(model: ModelDep, column: str) -> None:
+    """A 404 unless ``column`` has an embedding table in the served model."""
     if column not in model.servable.tables:
         # the requested name is not echoed back (reflected input); the known ones are listed instead
         raise HTTPException(
@@ -51,7 +52,7 @@ def neighbors(
     model: ModelDep,
     k: Annotated[int, Query(ge=1, le=1000, description="how many neighbours")] = 10,
 ) -> NeighborsResponse:
-    _check_column(model, column)
+    check_column(model, column)
     _, kind = model.servable.embedding(column, value)
     found = model.servable.neighbors(column, value, k)
     return NeighborsResponse(
@@ -69,7 +70,7 @@ def neighbors(
     summary="The embedding vector of one category",
 )
 def embedding(column: ColumnPath, value: ValuePath, model: ModelDep) -> EmbeddingResponse:
-    _check_column(model, column)
+    check_column(model, column)
     vector, kind = model.servable.embedding(column, value)
     return EmbeddingResponse(
         column=column, value=value, kind=cast(RowKind, kind), dim=len(vector), vector=vector.tolist()
