@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+from importlib import resources
+from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -10,10 +12,17 @@ from .errors import send_json_error
 
 API_KEY_HEADER = "X-API-Key"
 _API_KEY_HEADER = API_KEY_HEADER.lower().encode("latin-1")
-#: Routes open without the API key: liveness probes cannot carry secrets, and a browser must be able to
-#: load the explorer's page before it can send the key on the page's own requests. The page and its two
-#: files are static, the same for every model; the data they show comes from routes that need the key.
-OPEN_PATHS = frozenset({"/health", "/explore", "/explore/assets/explore.js", "/explore/assets/explore.css"})
+#: Routes open without the API key: liveness probes cannot carry secrets.
+OPEN_PATHS = frozenset({"/health"})
+#: The explorer's page and its two files take the key from the header or from this cookie, because a
+#: browser cannot send a header when it opens a page; without either, ``GET /explore`` answers a 401 whose
+#: HTML asks for the key (``static/key.html``) and sets the cookie. The page's requests for data (which
+#: change nothing) send the key as the header, as every other client does.
+KEY_COOKIE = "embedkit_api_key"
+PAGE_PATHS = frozenset({"/explore", "/explore/assets/explore.js", "/explore/assets/explore.css"})
+_KEY_PAGE_CSP = (
+    b"default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; form-action 'none'"
+)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -32,11 +41,41 @@ class APIKeyMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            page = scope["path"] in PAGE_PATHS
             given = _header(scope, _API_KEY_HEADER)
+            if given is None and page:
+                given = _cookie(scope, KEY_COOKIE)
             if given is None or not hmac.compare_digest(given, self.key):
-                await send_json_error(send, 401, f"missing or wrong API key (header {API_KEY_HEADER})")
+                if page and scope["path"] == "/explore" and scope["method"] in ("GET", "HEAD"):
+                    await _send_key_page(send)
+                else:
+                    await send_json_error(send, 401, f"missing or wrong API key (header {API_KEY_HEADER})")
                 return
         await self.app(scope, receive, send)
+
+
+def _cookie(scope: Scope, name: str) -> bytes | None:
+    raw = _header(scope, b"cookie")
+    if raw is None:
+        return None
+    for part in raw.decode("latin-1").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return unquote(value).encode("utf-8")
+    return None
+
+
+async def _send_key_page(send: Send) -> None:
+    """The 401 of the explorer's page in a browser: a form that asks for the key (no model data)."""
+    body = resources.files("service").joinpath("static/key.html").read_bytes()
+    headers = [
+        (b"content-type", b"text/html; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"content-security-policy", _KEY_PAGE_CSP),
+        (b"cache-control", b"no-store"),
+    ]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class BodyLimitMiddleware:

@@ -169,13 +169,24 @@ def test_explore_setting_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
         Settings()
 
 
-def test_with_a_key_the_page_is_open_and_its_data_is_not(make_client: ClientFactory) -> None:
+def test_with_a_key_the_page_needs_it_too(make_client: ClientFactory) -> None:
     client = make_client(api_key=API_KEY)
     key = {"X-API-Key": API_KEY}
-    for path in ["/explore", "/explore/assets/explore.js", "/explore/assets/explore.css"]:
-        r = client.get(path)
-        assert r.status_code == 200, path
-        assert "item-0" not in r.text and "explore-test" not in r.text  # the page holds no model data
+    pages = ["/explore", "/explore/assets/explore.js", "/explore/assets/explore.css"]
+    # without the key, the page answers a 401 whose HTML asks for it (and shows no model data)
+    r = client.get("/explore")
+    assert r.status_code == 401 and r.headers["content-type"].startswith("text/html")
+    assert 'id="key-form"' in r.text and "item-0" not in r.text and "explore-test" not in r.text
+    assert r.headers["cache-control"] == "no-store"
+    for path in pages[1:]:
+        assert client.get(path).status_code == 401, path
+    # with the key as the header, or as the cookie the key page sets, the page and its files load
+    for path in pages:
+        assert client.get(path, headers=key).status_code == 200, path
+        cookie = {"Cookie": f"other=1; embedkit_api_key={API_KEY}"}
+        assert client.get(path, headers=cookie).status_code == 200, path
+        assert client.get(path, headers={"Cookie": "embedkit_api_key=wrong"}).status_code == 401, path
+    # the cookie opens the page only: the data it shows needs the header
     for path in [
         "/explore/data/item",
         "/metadata",
@@ -186,8 +197,9 @@ def test_with_a_key_the_page_is_open_and_its_data_is_not(make_client: ClientFact
         "/explore/",
         "/explore/assets/../data/item",
     ]:
-        for headers in [{}, {"X-API-Key": "wrong"}]:
-            assert client.get(path, headers=headers).status_code == 401, (path, headers)
+        for headers in [{}, {"X-API-Key": "wrong"}, {"Cookie": f"embedkit_api_key={API_KEY}"}]:
+            r = client.get(path, headers=headers)
+            assert r.status_code == 401 and r.headers["content-type"] == "application/json", (path, headers)
     assert client.get("/explore/data/item", headers=key).status_code == 200
     assert client.get("/docs", headers=key).status_code == 200
 

@@ -574,6 +574,8 @@
     e.preventDefault();
     apiKey = el.key.value.trim();
     sessionStorage.setItem(KEY_STORE, apiKey);
+    // the page itself is behind the key too: the cookie lets a reload open it
+    document.cookie = "embedkit_api_key=" + encodeURIComponent(apiKey) + "; path=" + location.pathname + "; SameSite=Strict";
     el.key.value = "";
     start();
   });
