@@ -248,6 +248,8 @@ def start_mlflow(model_uri: str, env: dict[str, str], port: int, log: Path) -> s
         "-w",
         "1",
     ]
+    # `mlflow models serve` runs `uvicorn` from PATH: the one next to this interpreter
+    env = {**env, "PATH": os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])}
     return subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True
     )
@@ -322,6 +324,7 @@ def example_records(model_uri: str, tracking_uri: str) -> list[dict[str, Any]]:
     from mlflow.models import Model
 
     mlflow.set_tracking_uri(tracking_uri)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     with tempfile.TemporaryDirectory() as tmp:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp)
         frame = Model.load(local).load_input_example(local)

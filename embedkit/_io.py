@@ -155,3 +155,16 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def read_json_file(path: Path, missing: str) -> Any:
+    """The JSON document in ``path``; a :class:`~embedkit.exceptions.FormatError` saying ``missing`` when
+    the file does not exist, or that it is damaged when it is not JSON."""
+    from .exceptions import FormatError
+
+    if not path.exists():
+        raise FormatError(missing)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path} is damaged: {exc}") from exc

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_dir, sha256_file
+from ._io import atomic_dir, read_json_file, sha256_file
 from ._version import __version__
 from .exceptions import FormatError
 from .preprocessing import Preprocessor
@@ -102,13 +102,7 @@ def save_bundle(
 def read_bundle(path: str | Path, verify: bool = True) -> BundleContents:
     """Read and check a bundle's manifest and preprocessor (no torch needed)."""
     path = Path(path)
-    mpath = path / MANIFEST
-    if not mpath.exists():
-        raise FormatError(f"{path} is not a model bundle: {MANIFEST} is missing")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{mpath} is damaged: {exc}") from exc
+    manifest = read_json_file(path / MANIFEST, f"{path} is not a model bundle: {MANIFEST} is missing")
     if manifest.get("kind") != "embedkit.bundle":
         raise FormatError(f"{path} is not an embedkit model bundle")
     if manifest.get("format_version") != BUNDLE_FORMAT_VERSION:

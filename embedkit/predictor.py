@@ -14,12 +14,12 @@ import pandas as pd
 
 from .bundle import BundleContents, read_bundle
 from .inference import NetForward, NetModel
-from .outputs import class_index, proba_from_raw
+from .outputs import Predictions
 from .preprocessing import Preprocessor
 from .target import TargetInfo
 
 
-class Predictor:
+class Predictor(Predictions):
     """Predicts with a trained net. Load one with :meth:`load` (a bundle directory).
 
     ``predict`` returns class labels for classifiers and values for regression; ``predict_proba`` returns
@@ -67,26 +67,6 @@ class Predictor:
         """:meth:`predict_raw` for records (dicts holding every input column), without pandas."""
         return self.model.predict_raw(self.model.inputs_from_records(records))
 
-    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        if self.task == "regression":
-            raise AttributeError("predict_proba is for classifiers; this model does regression")
-        return proba_from_raw(self.task, self.predict_raw(df))
-
-    def predict(self, df: pd.DataFrame) -> np.ndarray:
-        p = self.predict_raw(df)
-        if self.task == "regression":
-            return p
-        idx = class_index(self.task, p)
-        return (
-            np.asarray(self.classes, dtype=object)[idx]
-            if not _numeric(self.classes)
-            else np.asarray(self.classes)[idx]
-        )
-
     def unknown_counts(self, df: pd.DataFrame) -> dict[str, int]:
         """How many values per categorical column map to the "unknown" row."""
         return self.model.unknown_counts(self.model.inputs_from_frame(df))
-
-
-def _numeric(classes: list[Any] | None) -> bool:
-    return bool(classes) and all(isinstance(c, (int, float, bool, np.number)) for c in classes or [])

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._io import atomic_dir
+from ._io import atomic_dir, read_json_file
 from ._version import __version__
 from .exceptions import DataError, FormatError
-from .outputs import class_index, proba_from_raw
+from .outputs import Predictions
 from .preprocessing import UNKNOWN
 
 SERVABLE_FORMAT_VERSION = 1
@@ -97,7 +97,7 @@ def input_schema_from_preprocessor(pre: Any) -> list[dict[str, Any]]:
     return out
 
 
-class Servable:
+class Servable(Predictions):
     """A loaded servable model. ``predict`` gives labels/values; ``predict_proba`` class probabilities.
 
     Predictions go through :mod:`embedkit.inference` (``model``: a ``NetModel``, ``PipelineModel`` or
@@ -151,18 +151,6 @@ class Servable:
         embedded column how many values were unknown."""
         inputs = self.model.inputs_from_records(records)
         return np.asarray(self.model.predict_raw(inputs)), self.model.unknown_counts(inputs)
-
-    def predict_proba(self, df: pd.DataFrame) -> np.ndarray:
-        if self.task == "regression":
-            raise AttributeError("predict_proba is for classifiers; this model does regression")
-        return proba_from_raw(self.task, self.predict_raw(df))
-
-    def predict(self, df: pd.DataFrame) -> np.ndarray:
-        p = self.predict_raw(df)
-        if self.task == "regression":
-            return p
-        idx = class_index(self.task, p)
-        return np.asarray(self.classes, dtype=object)[idx]
 
     def unknown_counts(self, df: pd.DataFrame) -> dict[str, int]:
         """How many values per embedded column are unknown (never seen in training, or too rare)."""
@@ -387,12 +375,7 @@ def load_servable(path: str | Path) -> Servable:
     :func:`save_baseline_servable`."""
     path = Path(path)
     f = path / SERVABLE_FILE
-    if not f.exists():
-        raise FormatError(f"{path} is not an embedkit servable model: {SERVABLE_FILE} is missing")
-    try:
-        meta = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(f"{f} is damaged: {exc}") from exc
+    meta = read_json_file(f, f"{path} is not an embedkit servable model: {SERVABLE_FILE} is missing")
     if meta.get("format_version") != SERVABLE_FORMAT_VERSION:
         raise FormatError(
             f"{f} has format_version {meta.get('format_version')!r}; this embedkit reads "
