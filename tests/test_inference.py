@@ -369,3 +369,33 @@ def test_an_estimator_that_takes_no_missing_values_is_refused_them_by_name(
     with pytest.raises(DataError, match=r"\['amount'\]"):
         servable.predict_raw(pd.DataFrame([record]).astype({"amount": "float64"}))
     assert servable.score_records([{**record, "amount": 1.0}])[0].shape == (1,)
+
+
+@pytest.mark.parametrize("kind", ["rf-binary", "rf-multiclass", "rf-regression", "extra-binary"])
+def test_forests_predict_tree_by_tree_as_scikit_learn(kind: str) -> None:
+    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier, RandomForestRegressor
+
+    from embedkit.inference import FOREST_DIRECT_ROWS, estimator_function
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(FOREST_DIRECT_ROWS + 200, 5)).astype(np.float32)
+    task = kind.split("-")[1]
+    y = {"binary": x[:, 0] > 0, "multiclass": np.digitize(x[:, 1], [-0.5, 0.5]), "regression": x[:, 2]}[task]
+    model = {
+        "rf": RandomForestRegressor if task == "regression" else RandomForestClassifier,
+        "extra": ExtraTreesClassifier,
+    }[kind.split("-")[0]](n_estimators=15, min_samples_leaf=3, random_state=0).fit(x[:500], y[:500])
+    want = model.predict(x) if task == "regression" else model.predict_proba(x)
+    want = want[:, 1] if task == "binary" else want
+    f = estimator_function(model, task)
+    for rows in (
+        slice(0, 1),
+        slice(0, 37),
+        slice(None),
+    ):  # tree by tree, and through scikit-learn above the limit
+        np.testing.assert_allclose(f(x[rows]), want[rows], rtol=1e-12, atol=1e-12)
+    with_nan = x[:3].copy()
+    with_nan[1, 2] = np.nan  # scikit-learn's own missing-value rules decide
+    got = f(with_nan)
+    ref = model.predict(with_nan) if task == "regression" else model.predict_proba(with_nan)
+    np.testing.assert_allclose(got, ref[:, 1] if task == "binary" else ref)
