@@ -586,6 +586,89 @@ class PipelineModel:
         return {c: int((self.transformer.tables_[c].encode(df[c]) == UNKNOWN).sum()) for c in self.embedded}
 
 
+def _as_category_string(v: Any) -> str:
+    """:func:`embedkit.servable.categories_as_strings` for one Python value."""
+    if v is None or (isinstance(v, float) and v != v):
+        return "<missing>"
+    if isinstance(v, float | np.floating) and float(v).is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def compile_baseline_encoder(
+    encoder: Any, input_schema: Sequence[Mapping[str, Any]]
+) -> Callable[[Sequence[Record]], np.ndarray] | None:
+    """The baselines' encoder (``ColumnTransformer``: ``categories_as_strings`` then an ``OrdinalEncoder``
+    or ``TargetEncoder`` on the categorical columns, the numbers passed through) as dictionary look-ups on
+    records: ``f(records) -> array``, what ``encoder.transform(records_frame(records))`` gives, without a
+    DataFrame. ``None`` for any other encoder (one-hot, dates, infrequent categories...): the frame path."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, OrdinalEncoder, TargetEncoder
+
+    from .servable import categories_as_strings
+
+    if any(c.get("role") == "date" or c.get("kind") == KIND_TIMESTAMP for c in input_schema):
+        return None
+    ct = encoder.steps[0][1] if isinstance(encoder, Pipeline) and len(encoder.steps) == 1 else encoder
+    if not isinstance(ct, ColumnTransformer) or getattr(ct, "sparse_output_", False):
+        return None
+    # each block: (columns, per column a value -> vector table and the unknown vector), or numbers
+    blocks: list[tuple[str, list[str], list[tuple[dict[str, np.ndarray], np.ndarray]]]] = []
+    for name, trans, cols in ct.transformers_:
+        if trans == "drop" or (name == "remainder" and trans == "drop"):
+            continue
+        if not all(isinstance(c, str) for c in cols):
+            return None
+        # a fitted ColumnTransformer holds "passthrough" as an identity FunctionTransformer
+        if trans == "passthrough" or (isinstance(trans, FunctionTransformer) and trans.func is None):
+            blocks.append(("num", list(cols), []))
+            continue
+        steps = trans.steps if isinstance(trans, Pipeline) else []
+        if (
+            len(steps) != 2
+            or not isinstance(steps[0][1], FunctionTransformer)
+            or steps[0][1].func is not categories_as_strings
+        ):
+            return None
+        enc = steps[1][1]
+        tables = []
+        if isinstance(enc, OrdinalEncoder):
+            if enc.handle_unknown != "use_encoded_value" or getattr(enc, "infrequent_categories_", None):
+                return None
+            unknown = np.array([enc.unknown_value], dtype=np.float64)
+            for cats in enc.categories_:
+                tables.append(({str(c): np.array([float(i)]) for i, c in enumerate(cats.tolist())}, unknown))
+        elif isinstance(enc, TargetEncoder):
+            k = len(enc.classes_) if enc.target_type_ == "multiclass" else 1
+            means = np.atleast_1d(np.asarray(enc.target_mean_, dtype=np.float64))
+            for j, cats in enumerate(enc.categories_):
+                values = np.column_stack([enc.encodings_[j * k + c] for c in range(k)]).astype(np.float64)
+                tables.append(({str(c): values[i] for i, c in enumerate(cats.tolist())}, means))
+        else:
+            return None
+        if not all(all(isinstance(c, str) for c in table) for table, _ in tables):
+            return None
+        blocks.append(("cat", list(cols), tables))
+
+    def encode(records: Sequence[Record]) -> np.ndarray:
+        parts = []
+        for kind, cols, tables in blocks:
+            if kind == "num":
+                parts.append(
+                    np.array(
+                        [[np.nan if (v := r[c]) is None else float(v) for c in cols] for r in records],
+                        dtype=np.float64,
+                    ).reshape(len(records), len(cols))
+                )
+                continue
+            for c, (table, unknown) in zip(cols, tables, strict=True):
+                parts.append(np.stack([table.get(_as_category_string(r[c]), unknown) for r in records]))
+        return np.concatenate(parts, axis=1) if parts else np.empty((len(records), 0))
+
+    return encode
+
+
 class BaselineModel:
     """Raw columns -> a scikit-learn encoder -> an estimator (one typed frame per batch)."""
 
@@ -606,18 +689,25 @@ class BaselineModel:
         #: the train run's embedding tables (for look-ups and the unknown counts; not for predicting)
         self.tables = tables
         self.embedded = [c for c in tables if c in self.columns]
+        self.compiled = compile_baseline_encoder(encoder, input_schema)
 
-    def inputs_from_records(self, records: Sequence[Record]) -> pd.DataFrame:
-        return records_frame(self.input_schema, records)
+    def inputs_from_records(self, records: Sequence[Record]) -> Any:
+        if self.compiled is None:
+            return records_frame(self.input_schema, records)
+        codes = {c: self.tables[c].vocab.encode_values([r[c] for r in records]) for c in self.embedded}
+        return self.compiled(records), codes
 
     def inputs_from_frame(self, df: pd.DataFrame) -> pd.DataFrame:
         return df
 
-    def predict_raw(self, inputs: pd.DataFrame) -> np.ndarray:
-        return np.asarray(self.estimator(self.encoder.transform(inputs[self.columns])))
+    def predict_raw(self, inputs: Any) -> np.ndarray:
+        x = self.encoder.transform(inputs[self.columns]) if isinstance(inputs, pd.DataFrame) else inputs[0]
+        return np.asarray(self.estimator(x))
 
-    def unknown_counts(self, inputs: pd.DataFrame) -> dict[str, int]:
-        return {c: int((self.tables[c].encode(inputs[c]) == UNKNOWN).sum()) for c in self.embedded}
+    def unknown_counts(self, inputs: Any) -> dict[str, int]:
+        if isinstance(inputs, pd.DataFrame):
+            return {c: int((self.tables[c].encode(inputs[c]) == UNKNOWN).sum()) for c in self.embedded}
+        return {c: int((k == UNKNOWN).sum()) for c, k in inputs[1].items()}
 
 
 def set_compute_threads(n: int | None) -> None:

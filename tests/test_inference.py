@@ -399,3 +399,49 @@ def test_forests_predict_tree_by_tree_as_scikit_learn(kind: str) -> None:
     got = f(with_nan)
     ref = model.predict(with_nan) if task == "regression" else model.predict_proba(with_nan)
     np.testing.assert_allclose(got, ref[:, 1] if task == "binary" else ref)
+
+
+@pytest.mark.parametrize(
+    "encoder,task",
+    [
+        ("ordinal", "binary"),
+        ("target", "binary"),
+        ("target", "multiclass"),
+        ("target", "regression"),
+        ("onehot", "binary"),
+    ],
+)
+def test_baseline_encoders_compile_to_lookups_with_the_encoders_numbers(encoder: str, task: str) -> None:
+    from embedkit.inference import compile_baseline_encoder, records_frame
+    from pipelines.sklearn_models import make_baseline
+
+    df = frame(task=task)
+    cat, num = ["city", "level", "flag"], ["amount", "score"]
+    model = make_baseline(encoder, "lightgbm", task, cat, num, {"n_estimators": 5, "verbose": -1}, seed=0)
+    y = df["y"] if task != "multiclass" else df["y"].astype("category").cat.codes.astype("int64")
+    model.fit(df[cat + num], y)
+    enc = model[:-1]
+    schema = [
+        {"name": c, "role": "categorical", "kind": k}
+        for c, k in zip(cat, ["string", "integer", "boolean"], strict=True)
+    ]
+    schema += [{"name": c, "role": "continuous", "kind": "number"} for c in num]
+    compiled = compile_baseline_encoder(enc, schema)
+    if encoder == "onehot":  # sparse output: left to scikit-learn
+        assert compiled is None
+        return
+    assert compiled is not None
+    rng = np.random.default_rng(1)
+    records = [
+        {
+            "city": ["c0", "c3", "never", None][rng.integers(4)],
+            "level": [0, 2, 9, None, 2**63][rng.integers(5)],
+            "flag": [True, False, None][rng.integers(3)],
+            "amount": None if rng.random() < 0.2 else float(rng.normal(20, 10)),
+            "score": float(rng.normal()),
+        }
+        for _ in range(300)
+    ]
+    want = enc.transform(records_frame(schema, records))
+    for rows in (slice(0, 1), slice(None)):
+        np.testing.assert_array_equal(compiled(records[rows]), want[rows])
