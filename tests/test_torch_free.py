@@ -177,3 +177,26 @@ def test_embedkit_score_runs_without_torch(
     want = load_servable(servables["lightgbm"]).predict_proba(df)[:, 1]
     proba = [c for c in scored.columns if c.startswith("proba_")]
     np.testing.assert_allclose(scored[proba[-1]].to_numpy(), want, atol=1e-9)
+
+
+def test_embedkit_serve_runs_without_torch(
+    servables: dict[str, Path], no_torch_env: dict[str, str], tmp_path: Path
+) -> None:
+    """The real server (``python -m service serve``, uvicorn) on a LightGBM-on-embeddings model."""
+    import httpx
+    from test_service_support import live_server
+
+    with live_server(
+        str(servables["lightgbm"]),
+        tmp_path / "server.log",
+        extra_env={"PYTHONPATH": no_torch_env["PYTHONPATH"]},
+    ) as server:
+        server.wait_ready()
+        r = httpx.post(f"{server.url}/predict", json={"records": RECORDS}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["predictions"]) == 2
+        inv = httpx.post(f"{server.url}/invocations", json={"dataframe_records": RECORDS[:1]}, timeout=10)
+        assert inv.status_code == 200 and inv.json()["predictions"][0]["proba_1"] == pytest.approx(
+            r.json()["probabilities"][0][1]
+        )
+    assert "blocked by the test" not in server.output()
