@@ -28,8 +28,13 @@ def labels_of(classes: list[Any] | None, idx: np.ndarray) -> np.ndarray:
 class Predictions:
     """``predict`` and ``predict_proba`` from a class's ``predict_raw(X)``, ``task`` and ``classes``."""
 
-    task: str
-    classes: list[Any] | None
+    @property
+    def task(self) -> str:  # pragma: no cover - the subclass's
+        raise NotImplementedError
+
+    @property
+    def classes(self) -> list[Any] | None:  # pragma: no cover - the subclass's
+        raise NotImplementedError
 
     def predict_raw(self, X: Any) -> np.ndarray:  # pragma: no cover - the subclass's
         raise NotImplementedError
