@@ -160,3 +160,30 @@ def test_learners_with_one_init_seed_start_shared_categories_at_the_same_vector(
     _, u1 = initial(one)
     _, u2 = initial(two)
     assert not np.allclose(u1["a"], u2["a"])
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_one_gather_for_the_dense_tables_equals_a_lookup_per_table(sparse):
+    # a row-sparse table between dense ones: the output keeps the column order, and every table's
+    # gradient (row-sparse or dense) is what its own nn.Embedding lookup gives, to the bit
+    torch.manual_seed(0)
+    cards = [18, 5, 1500, 40, 3]
+    cfg = NetConfig(sparse_embeddings=sparse, emb_dims={"c2": 200})
+    net = TabularNet([f"c{i}" for i in range(5)], cards, 3, cfg)
+    assert [e.sparse for e in net.embeds] == [False, False, sparse, False, False]
+    x = torch.stack([torch.randint(0, c, (300,)) for c in cards], 1)
+    g = torch.randn(300, sum(net.emb_dims))
+    out = net.embed(x)
+    (out * g).sum().backward()
+    grads = [e.weight.grad for e in net.embeds]
+    net.zero_grad(set_to_none=True)
+    ref = torch.cat([e(x[:, i]) for i, e in enumerate(net.embeds)], dim=1)
+    (ref * g).sum().backward()
+    assert torch.equal(out, ref)
+    for mine, theirs in zip(grads, (e.weight.grad for e in net.embeds), strict=True):
+        assert mine.is_sparse == theirs.is_sparse
+        assert torch.equal(mine.to_dense(), theirs.to_dense())
+    # the trainer turns the sparse flags off under DDP: the next lookup gathers every table at once
+    for e in net.embeds:
+        e.sparse = False
+    assert torch.equal(net.embed(x), ref)
