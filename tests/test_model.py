@@ -187,3 +187,32 @@ def test_one_gather_for_the_dense_tables_equals_a_lookup_per_table(sparse):
     for e in net.embeds:
         e.sparse = False
     assert torch.equal(net.embed(x), ref)
+
+
+def test_fused_adamw_steps_like_torch_adamw_and_shares_its_state_dict():
+    from embedkit.nn.optim import FusedAdamW
+
+    torch.manual_seed(0)
+    net = _net(sparse_embeddings=False)
+    ref = TabularNet.from_architecture(net.architecture())
+    ref.load_state_dict(net.state_dict())
+    ours = configure_optimizer(net, 1e-2, weight_decay=0.1).optimizers[0]
+    theirs = configure_optimizer(ref, 1e-2, weight_decay=0.1).optimizers[0]
+    assert isinstance(ours, FusedAdamW)
+    theirs.__class__ = torch.optim.AdamW  # torch's own step on the same groups
+    for it in range(4):
+        for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        net.head.bias.grad = ref.head.bias.grad = None  # a parameter without a gradient stays put
+        for opt in (ours, theirs):
+            for group in opt.param_groups:  # what the one-cycle schedule does each step
+                group["lr"], group["betas"] = 1e-2 * (it + 1), (0.95 - 0.02 * it, 0.99)
+            opt.step()
+    for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p, q)
+    state = ours.state_dict()
+    assert state["param_groups"] == theirs.state_dict()["param_groups"]
+    fresh = configure_optimizer(TabularNet.from_architecture(net.architecture()), 1e-3).optimizers[0]
+    fresh.load_state_dict(theirs.state_dict())  # a checkpoint written with torch's AdamW loads
+    assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], state["state"][0]["exp_avg"])

@@ -152,13 +152,95 @@ def configure_optimizer(
     return GroupedOptimizer(opts)
 
 
+class FusedAdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW(fused=True)`` with a shorter ``step``: the same update, state and state dict.
+
+    torch's step walks each parameter group on its own (state checks, grouping the tensors by device
+    and dtype, then one fused kernel per group). Here the groups that share their hyper-parameters go
+    to one call of the same fused kernel, with the tensor lists built in one pass: on the flights
+    example (21 tensors in three groups, two of them alike) the step took ~0.1 ms instead of ~0.5 ms of
+    a ~5 ms CPU training step. The state (``step``, ``exp_avg``, ``exp_avg_sq`` per parameter) and the
+    state dict are AdamW's, so checkpoints move between the two. Anything this path does not cover (a
+    closure, AMSGrad, ``maximize``, a tensor learning rate, a ``GradScaler``'s scale) takes torch's step.
+    """
+
+    def __init__(self, params: Any, **kwargs: Any) -> None:
+        super().__init__(params, fused=True, **kwargs)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        if closure is not None or self._needs_torch_step():
+            return super().step(closure)
+        calls: dict[tuple[Any, ...], tuple[list[torch.Tensor], ...]] = {}
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            key = (group["lr"], b1, b2, group["eps"], group["weight_decay"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamW does not support sparse gradients; use SparseAdamW")
+                state = self.state[p]
+                if not state:  # what torch's AdamW puts there, so that state dicts match
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                params, grads, exp_avgs, exp_avg_sqs, steps = calls.setdefault(
+                    (*key, p.device, p.dtype), ([], [], [], [], [])
+                )
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+        for (lr, b1, b2, eps, wd, _, _), (params, grads, exp_avgs, exp_avg_sqs, steps) in calls.items():
+            torch._foreach_add_(steps, 1)
+            torch._fused_adamw_(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                amsgrad=False,
+                lr=lr,
+                beta1=b1,
+                beta2=b2,
+                weight_decay=wd,
+                eps=eps,
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )
+        return None
+
+    def _needs_torch_step(self) -> bool:
+        if getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None:
+            return True
+        return any(
+            g["amsgrad"] or g["maximize"] or g.get("capturable") or isinstance(g["lr"], torch.Tensor)
+            for g in self.param_groups
+        )
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not set_to_none:
+            super().zero_grad(set_to_none=False)
+            return
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+
 def _adamw(groups: list[dict[str, Any]], **kwargs: Any) -> torch.optim.AdamW:
-    """AdamW with one fused kernel for all tensors (about 4x faster than its per-tensor loop on the CPU),
-    falling back to the default implementation where fused AdamW is unavailable (CPU before torch 2.4)."""
+    """AdamW with one fused kernel for all tensors (about 4x faster than its per-tensor loop on the CPU;
+    :class:`FusedAdamW`), falling back to the default implementation where fused AdamW is unavailable
+    (CPU before torch 2.4)."""
     params = [p for g in groups for p in g["params"]]
-    if all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params):
+    if hasattr(torch, "_fused_adamw_") and all(
+        p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params
+    ):
         try:
-            return torch.optim.AdamW(groups, fused=True, **kwargs)
+            return FusedAdamW(groups, **kwargs)
         except RuntimeError:
             pass
     return torch.optim.AdamW(groups, **kwargs)
