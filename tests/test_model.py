@@ -80,15 +80,35 @@ def test_adamw_decay_is_decoupled_from_the_gradient():
 
 
 def test_sparse_embedding_update_touches_only_batch_rows():
-    net = _net()
+    # 500 rows x 600 = 300,000 entries: over SPARSE_MIN_ENTRIES, so row-sparse with lazy Adam, where a
+    # row that the batch did not touch keeps still (dense Adam would move rows 3 and 7 again in the
+    # second step, by their momentum)
+    net = _net(emb_dims={"b": 600})
+    assert net.embeds[1].sparse and not net.embeds[0].sparse
     opt = configure_optimizer(net, lr=0.1)
-    before = net.embeds[1].weight.detach().clone()
-    x_cat = torch.tensor([[1, 3], [2, 3], [4, 7]])
-    loss = loss_fn("binary", net(x_cat, torch.randn(3, 3)), torch.tensor([1.0, 0.0, 1.0]), None)
-    loss.backward()
-    opt.step()
-    changed = (net.embeds[1].weight.detach() != before).any(dim=1).nonzero().flatten().tolist()
-    assert changed == [3, 7]
+    for rows, expected in (([3, 3, 7], [3, 7]), ([5, 5, 5], [5])):
+        before = net.embeds[1].weight.detach().clone()
+        x_cat = torch.tensor([[1, rows[0]], [2, rows[1]], [4, rows[2]]])
+        loss = loss_fn("binary", net(x_cat, torch.randn(3, 3)), torch.tensor([1.0, 0.0, 1.0]), None)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        changed = (net.embeds[1].weight.detach() != before).any(dim=1).nonzero().flatten().tolist()
+        assert changed == expected
+
+
+def test_tables_under_the_entry_threshold_are_dense():
+    from embedkit.nn.model import SPARSE_MIN_ENTRIES
+
+    # the flights example's largest table (3,819 rows x 12) is far under it: dense, looked up with the rest
+    net = TabularNet(["a", "b"], [3819, 10], 0, NetConfig())
+    assert net.emb_dims[0] == 12 and not any(e.sparse for e in net.embeds)
+    assert len(configure_optimizer(net, 1e-3).optimizers) == 1
+    wide = TabularNet(["a"], [SPARSE_MIN_ENTRIES // 8], 0, NetConfig(emb_dims={"a": 8}))
+    assert wide.embeds[0].sparse
+    assert (
+        not TabularNet(["a"], [SPARSE_MIN_ENTRIES // 8 - 1], 0, NetConfig(emb_dims={"a": 8})).embeds[0].sparse
+    )
 
 
 def test_embedding_init_std_sets_the_spread_and_is_validated():
@@ -160,3 +180,59 @@ def test_learners_with_one_init_seed_start_shared_categories_at_the_same_vector(
     _, u1 = initial(one)
     _, u2 = initial(two)
     assert not np.allclose(u1["a"], u2["a"])
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_one_gather_for_the_dense_tables_equals_a_lookup_per_table(sparse):
+    # a row-sparse table between dense ones: the output keeps the column order, and every table's
+    # gradient (row-sparse or dense) is what its own nn.Embedding lookup gives, to the bit
+    torch.manual_seed(0)
+    cards = [18, 5, 1500, 40, 3]
+    cfg = NetConfig(sparse_embeddings=sparse, emb_dims={"c2": 200})
+    net = TabularNet([f"c{i}" for i in range(5)], cards, 3, cfg)
+    assert [e.sparse for e in net.embeds] == [False, False, sparse, False, False]
+    x = torch.stack([torch.randint(0, c, (300,)) for c in cards], 1)
+    g = torch.randn(300, sum(net.emb_dims))
+    out = net.embed(x)
+    (out * g).sum().backward()
+    grads = [e.weight.grad for e in net.embeds]
+    net.zero_grad(set_to_none=True)
+    ref = torch.cat([e(x[:, i]) for i, e in enumerate(net.embeds)], dim=1)
+    (ref * g).sum().backward()
+    assert torch.equal(out, ref)
+    for mine, theirs in zip(grads, (e.weight.grad for e in net.embeds), strict=True):
+        assert mine.is_sparse == theirs.is_sparse
+        assert torch.equal(mine.to_dense(), theirs.to_dense())
+    # the trainer turns the sparse flags off under DDP: the next lookup gathers every table at once
+    for e in net.embeds:
+        e.sparse = False
+    assert torch.equal(net.embed(x), ref)
+
+
+def test_fused_adamw_steps_like_torch_adamw_and_shares_its_state_dict():
+    from embedkit.nn.optim import FusedAdamW
+
+    torch.manual_seed(0)
+    net = _net(sparse_embeddings=False)
+    ref = TabularNet.from_architecture(net.architecture())
+    ref.load_state_dict(net.state_dict())
+    ours = configure_optimizer(net, 1e-2, weight_decay=0.1).optimizers[0]
+    theirs = configure_optimizer(ref, 1e-2, weight_decay=0.1).optimizers[0]
+    assert isinstance(ours, FusedAdamW)
+    theirs.__class__ = torch.optim.AdamW  # torch's own step on the same groups
+    for it in range(4):
+        for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        net.head.bias.grad = ref.head.bias.grad = None  # a parameter without a gradient stays put
+        for opt in (ours, theirs):
+            for group in opt.param_groups:  # what the one-cycle schedule does each step
+                group["lr"], group["betas"] = 1e-2 * (it + 1), (0.95 - 0.02 * it, 0.99)
+            opt.step()
+    for p, q in zip(net.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(p, q)
+    state = ours.state_dict()
+    assert state["param_groups"] == theirs.state_dict()["param_groups"]
+    fresh = configure_optimizer(TabularNet.from_architecture(net.architecture()), 1e-3).optimizers[0]
+    fresh.load_state_dict(theirs.state_dict())  # a checkpoint written with torch's AdamW loads
+    assert torch.equal(fresh.state_dict()["state"][0]["exp_avg"], state["state"][0]["exp_avg"])

@@ -177,3 +177,44 @@ def test_a_resumed_fit_continues_at_the_checkpoints_rate(tmp_path):
     again.trainer.fit(again.tensors(df.iloc[:1600]), resume_from=tmp_path)  # no rate needed
     assert again.trainer.lr_max == 3e-3
     assert len(again.history.epochs) == 3
+
+
+def test_a_checkpoint_from_before_the_entry_threshold_resumes_with_its_adam_state(tmp_path, caplog):
+    # Before SPARSE_MIN_ENTRIES, one process trained every table of 1,024 rows or more row-sparsely (a
+    # second optimizer, SparseAdamW) and checkpoints did not name the optimizer's parameters. Such a
+    # table (1,202 rows x 12) is dense now: its moment estimates move into the one AdamW
+    class StopAfterFirst(Callback):
+        def on_epoch_end(self, trainer, epoch, logs):
+            trainer.stop_training = True
+
+    df, _ = grouped_categories(n=6000)
+    df["other"] = np.arange(len(df)) % 1200
+    train = df.iloc[:4800]
+    tc = TrainConfig(epochs=3, batch_size=128, lr=1e-2, checkpoint_dir=str(tmp_path), restore_best=False)
+
+    def learner():
+        return Learner.from_frame(train, SPEC, net_config=NetConfig(layers=[32, 16]), train_config=tc)
+
+    old = learner()
+    big = old.model.embeds[1]
+    assert big.num_embeddings >= 1024 and not big.sparse
+    big.sparse = True  # the old rule
+    old.trainer.callbacks.callbacks.append(StopAfterFirst())
+    old.fit(train)
+    ckpt = tmp_path / CHECKPOINT_NAME
+    state = read_checkpoint(ckpt)
+    assert len(state["optimizer"]["optimizers"]) == 2
+    saved = state["optimizer"]["optimizers"][1]["state"][0]
+    del state["optimizer_params"]  # what those checkpoints held
+    torch.save(state, ckpt)
+
+    new = learner()
+    assert not new.model.embeds[1].sparse
+    with caplog.at_level("WARNING", logger="embedkit"):
+        assert new.trainer.load_checkpoint(ckpt) == 1
+        (adamw,) = new.trainer.optimizer.optimizers
+        moved = adamw.state[new.model.embeds[1].weight]
+        assert torch.equal(moved["exp_avg"], saved["exp_avg"]) and torch.equal(moved["step"], saved["step"])
+        hist = learner().fit(train, resume_from=tmp_path)
+    assert "fresh Adam moments" not in caplog.text
+    assert [e["epoch"] for e in hist.epochs] == [1, 2, 3]

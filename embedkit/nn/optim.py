@@ -4,12 +4,14 @@ Which tensors get weight decay is explicit: linear weights do; biases and batch-
 embedding tables do only when ``decay_embeddings`` is set. Weight decay is decoupled (AdamW): it shrinks
 weights directly instead of being added to the gradient.
 
-Embeddings with sparse gradients (tables of at least ``model.SPARSE_MIN_ROWS`` rows) are updated
-row-sparsely ("lazy" Adam: only the rows present in a batch move, and their moment estimates update only
-then). For the two ~650k-parameter tables of the flights example this removes most of the optimizer's
-cost per step. With ``decay_embeddings`` the decoupled decay is applied to the touched rows only, once per
-batch they appear in: a category is pulled towards the origin in proportion to how often it is trained.
-Smaller tables are updated densely with the other parameters (fused AdamW where the device has it).
+Embeddings with sparse gradients (tables of at least ``model.SPARSE_MIN_ENTRIES`` entries, rows x width)
+are updated row-sparsely ("lazy" Adam: only the rows present in a batch move, and their moment estimates
+update only then): for a table of millions of entries that is far cheaper than a dense update. With
+``decay_embeddings`` the decoupled decay is applied to the touched rows only, once per batch they appear
+in: a category is pulled towards the origin in proportion to how often it is trained. Smaller tables (all
+of the flights example's: the largest is 3,819 x 12) are updated densely with the other parameters, in
+the same fused AdamW call (:class:`FusedAdamW`): dense Adam, as in fast.ai, where a row that a batch
+did not touch still moves by its momentum.
 """
 
 from __future__ import annotations
@@ -97,6 +99,49 @@ class GroupedOptimizer:
             o.load_state_dict(s)
 
 
+def parameter_names(optimizer: GroupedOptimizer, model: nn.Module) -> list[list[list[str]]]:
+    """The model's name of each parameter, per group, per optimizer: what a checkpoint keeps beside the
+    optimizer state so that :func:`regroup_state` can hand it to another layout."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[[names[id(p)] for p in g["params"]] for g in o.param_groups] for o in optimizer.optimizers]
+
+
+def regroup_state(
+    state: dict[str, Any], saved_names: list[list[list[str]]], optimizer: GroupedOptimizer, model: nn.Module
+) -> dict[str, Any] | None:
+    """``state`` (a :meth:`GroupedOptimizer.state_dict` whose parameters are ``saved_names``) laid out for
+    ``optimizer``: each parameter keeps its own moment estimates and step count wherever its group and
+    optimizer are now (a table that was row-sparse and is dense now, or the other way round). The
+    hyper-parameters are ``optimizer``'s. None when the names or shapes do not fit ``model``."""
+    saved = state.get("optimizers") or []
+    if len(saved) != len(saved_names):
+        return None
+    by_name: dict[str, dict[str, Any]] = {}
+    for sd, groups in zip(saved, saved_names, strict=True):
+        if len(sd["param_groups"]) != len(groups):
+            return None
+        for group, names in zip(sd["param_groups"], groups, strict=True):
+            if len(group["params"]) != len(names):
+                return None
+            for index, name in zip(group["params"], names, strict=True):
+                if index in sd["state"]:
+                    by_name[name] = sd["state"][index]
+    params = dict(model.named_parameters())
+    if not by_name or not set(by_name) <= set(params):
+        return None
+    for name, st in by_name.items():
+        moments = [v for k, v in st.items() if k != "step" and isinstance(v, torch.Tensor)]
+        if any(v.shape != params[name].shape for v in moments):
+            return None
+    out = optimizer.state_dict()
+    for sd, groups in zip(out["optimizers"], parameter_names(optimizer, model), strict=True):
+        for group, names in zip(sd["param_groups"], groups, strict=True):
+            for index, name in zip(group["params"], names, strict=True):
+                if name in by_name:
+                    sd["state"][index] = by_name[name]
+    return out
+
+
 def param_groups(
     model: TabularNet, weight_decay: float, decay_embeddings: bool
 ) -> dict[str, list[nn.Parameter]]:
@@ -152,13 +197,95 @@ def configure_optimizer(
     return GroupedOptimizer(opts)
 
 
+class FusedAdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW(fused=True)`` with a shorter ``step``: the same update, state and state dict.
+
+    torch's step walks each parameter group on its own (state checks, grouping the tensors by device
+    and dtype, then one fused kernel per group). Here the groups that share their hyper-parameters go
+    to one call of the same fused kernel, with the tensor lists built in one pass: on the flights
+    example (21 tensors in three groups, two of them alike) the step took ~0.1 ms instead of ~0.5 ms of
+    a ~5 ms CPU training step. The state (``step``, ``exp_avg``, ``exp_avg_sq`` per parameter) and the
+    state dict are AdamW's, so checkpoints move between the two. Anything this path does not cover (a
+    closure, AMSGrad, ``maximize``, a tensor learning rate, a ``GradScaler``'s scale) takes torch's step.
+    """
+
+    def __init__(self, params: Any, **kwargs: Any) -> None:
+        super().__init__(params, fused=True, **kwargs)
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        if closure is not None or self._needs_torch_step():
+            return super().step(closure)
+        calls: dict[tuple[Any, ...], tuple[list[torch.Tensor], ...]] = {}
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            key = (group["lr"], b1, b2, group["eps"], group["weight_decay"])
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("AdamW does not support sparse gradients; use SparseAdamW")
+                state = self.state[p]
+                if not state:  # what torch's AdamW puts there, so that state dicts match
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                params, grads, exp_avgs, exp_avg_sqs, steps = calls.setdefault(
+                    (*key, p.device, p.dtype), ([], [], [], [], [])
+                )
+                params.append(p)
+                grads.append(p.grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+        for (lr, b1, b2, eps, wd, _, _), (params, grads, exp_avgs, exp_avg_sqs, steps) in calls.items():
+            torch._foreach_add_(steps, 1)
+            torch._fused_adamw_(
+                params,
+                grads,
+                exp_avgs,
+                exp_avg_sqs,
+                [],
+                steps,
+                amsgrad=False,
+                lr=lr,
+                beta1=b1,
+                beta2=b2,
+                weight_decay=wd,
+                eps=eps,
+                maximize=False,
+                grad_scale=None,
+                found_inf=None,
+            )
+        return None
+
+    def _needs_torch_step(self) -> bool:
+        if getattr(self, "grad_scale", None) is not None or getattr(self, "found_inf", None) is not None:
+            return True
+        return any(
+            g["amsgrad"] or g["maximize"] or g.get("capturable") or isinstance(g["lr"], torch.Tensor)
+            for g in self.param_groups
+        )
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        if not set_to_none:
+            super().zero_grad(set_to_none=False)
+            return
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+
 def _adamw(groups: list[dict[str, Any]], **kwargs: Any) -> torch.optim.AdamW:
-    """AdamW with one fused kernel for all tensors (about 4x faster than its per-tensor loop on the CPU),
-    falling back to the default implementation where fused AdamW is unavailable (CPU before torch 2.4)."""
+    """AdamW with one fused kernel for all tensors (about 4x faster than its per-tensor loop on the CPU;
+    :class:`FusedAdamW`), falling back to the default implementation where fused AdamW is unavailable
+    (CPU before torch 2.4)."""
     params = [p for g in groups for p in g["params"]]
-    if all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params):
+    if hasattr(torch, "_fused_adamw_") and all(
+        p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params
+    ):
         try:
-            return torch.optim.AdamW(groups, fused=True, **kwargs)
+            return FusedAdamW(groups, **kwargs)
         except RuntimeError:
             pass
     return torch.optim.AdamW(groups, **kwargs)
