@@ -304,7 +304,7 @@ class _GatherPlan:
         n = codes.shape[0]
         start = codes * self.width + self.offset
         index = torch.gather(start, 1, self.cols.expand(n, -1)).add_(self.within)
-        return _FlatGather.apply(flat, index.view(-1)).view(n, -1)
+        return _FlatGather.apply(flat, index.view(-1)).view(index.shape)  # also for 0 rows
 
 
 class TabularNet(nn.Module):
