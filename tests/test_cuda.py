@@ -12,7 +12,7 @@ from _synthetic import grouped_categories
 from embedkit import EmbeddingTransformer, FeatureSpec
 from embedkit.nn.callbacks import Callback
 from embedkit.nn.learner import Learner
-from embedkit.nn.model import SPARSE_MIN_ENTRIES, NetConfig
+from embedkit.nn.model import SPARSE_MIN_ROWS, NetConfig
 from embedkit.nn.trainer import CHECKPOINT_NAME, TrainConfig, read_checkpoint
 from embedkit.predictor import Predictor
 
@@ -24,10 +24,9 @@ pytestmark = [
 SPEC = FeatureSpec(target="y", categorical=["cat", "other"], continuous=["x"], dates=[])
 
 
-def _learner(df, task="binary", epochs=4, net=None, **cfg):
+def _learner(df, task="binary", epochs=4, **cfg):
     tc = TrainConfig(**{"epochs": epochs, "batch_size": 256, "lr": 1e-2, "device": "cuda", **cfg})
-    nc = NetConfig(layers=[64, 32], **(net or {}))
-    return Learner.from_frame(df, SPEC, task=task, net_config=nc, train_config=tc)
+    return Learner.from_frame(df, SPEC, task=task, net_config=NetConfig(layers=[64, 32]), train_config=tc)
 
 
 def test_trains_on_the_gpu_with_mixed_precision():
@@ -89,15 +88,14 @@ def test_checkpoint_written_on_gpu_resumes(tmp_path):
 def test_large_vocabulary_uses_sparse_rows_on_the_gpu():
     rng = np.random.default_rng(0)
     n = 20_000
-    big = rng.integers(0, 2048, n)
-    effect = rng.normal(size=2048)
+    big = rng.integers(0, SPARSE_MIN_ROWS * 2, n)
+    effect = rng.normal(size=SPARSE_MIN_ROWS * 2)
     df = grouped_categories(n=n, task="regression")[0]
     df["cat"] = pd.Series([f"v{c}" for c in big], dtype="str")
     df["y"] = effect[big] + 0.3 * df["x"].to_numpy()
-    # ~2,050 rows x 256: a table over the sparse threshold (entries, not rows)
-    learn = _learner(df, task="regression", epochs=4, net={"emb_dims": {"cat": 256}}, lr=3e-2)
+    learn = _learner(df, task="regression", epochs=4, lr=3e-2)
     emb = learn.model.embeds[0]
-    assert emb.num_embeddings * emb.embedding_dim >= SPARSE_MIN_ENTRIES and emb.sparse
+    assert emb.num_embeddings >= SPARSE_MIN_ROWS and emb.sparse
     learn.fit(df.iloc[:18_000], df.iloc[18_000:])
     assert learn.history.epochs[-1]["train_loss"] < learn.history.epochs[0]["train_loss"]
 

@@ -80,35 +80,15 @@ def test_adamw_decay_is_decoupled_from_the_gradient():
 
 
 def test_sparse_embedding_update_touches_only_batch_rows():
-    # 500 rows x 600 = 300,000 entries: over SPARSE_MIN_ENTRIES, so row-sparse with lazy Adam, where a
-    # row that the batch did not touch keeps still (dense Adam would move rows 3 and 7 again in the
-    # second step, by their momentum)
-    net = _net(emb_dims={"b": 600})
-    assert net.embeds[1].sparse and not net.embeds[0].sparse
+    net = _net()
     opt = configure_optimizer(net, lr=0.1)
-    for rows, expected in (([3, 3, 7], [3, 7]), ([5, 5, 5], [5])):
-        before = net.embeds[1].weight.detach().clone()
-        x_cat = torch.tensor([[1, rows[0]], [2, rows[1]], [4, rows[2]]])
-        loss = loss_fn("binary", net(x_cat, torch.randn(3, 3)), torch.tensor([1.0, 0.0, 1.0]), None)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        changed = (net.embeds[1].weight.detach() != before).any(dim=1).nonzero().flatten().tolist()
-        assert changed == expected
-
-
-def test_tables_under_the_entry_threshold_are_dense():
-    from embedkit.nn.model import SPARSE_MIN_ENTRIES
-
-    # the flights example's largest table (3,819 rows x 12) is far under it: dense, looked up with the rest
-    net = TabularNet(["a", "b"], [3819, 10], 0, NetConfig())
-    assert net.emb_dims[0] == 12 and not any(e.sparse for e in net.embeds)
-    assert len(configure_optimizer(net, 1e-3).optimizers) == 1
-    wide = TabularNet(["a"], [SPARSE_MIN_ENTRIES // 8], 0, NetConfig(emb_dims={"a": 8}))
-    assert wide.embeds[0].sparse
-    assert (
-        not TabularNet(["a"], [SPARSE_MIN_ENTRIES // 8 - 1], 0, NetConfig(emb_dims={"a": 8})).embeds[0].sparse
-    )
+    before = net.embeds[1].weight.detach().clone()
+    x_cat = torch.tensor([[1, 3], [2, 3], [4, 7]])
+    loss = loss_fn("binary", net(x_cat, torch.randn(3, 3)), torch.tensor([1.0, 0.0, 1.0]), None)
+    loss.backward()
+    opt.step()
+    changed = (net.embeds[1].weight.detach() != before).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [3, 7]
 
 
 def test_embedding_init_std_sets_the_spread_and_is_validated():

@@ -16,13 +16,11 @@ if TYPE_CHECKING:
 
 TASKS = ("regression", "binary", "multiclass")
 
-# Tables of at least this many entries (rows x width, 1 MiB of float32) get row-sparse gradients (when
-# ``NetConfig.sparse_embeddings``): a batch of ~1k rows touches few of their rows, and updating only
-# those costs a fixed ~0.3 ms a step, where a dense gradient and update cost ~2.3 ns per entry (one
-# CPU thread; with two, ~1.2 ns). Measured on the CPU with a 12-wide table and 1,024 rows a batch, the
-# two paths cost the same at ~230k entries with one thread and ~400k with two. Smaller tables are
-# looked up together (TabularNet.embed) and updated with the dense parameters.
-SPARSE_MIN_ENTRIES = 1 << 18
+# Tables with at least this many rows get row-sparse gradients (when ``NetConfig.sparse_embeddings``):
+# a batch of ~1k rows touches few of their rows, so updating only those is far cheaper than a dense
+# update. A smaller table has most of its rows in every batch, where a dense update is cheaper and
+# lazy (sparse) Adam and dense Adam coincide.
+SPARSE_MIN_ROWS = 1024
 
 
 #: dropout of a net built without a rate (Learner resolves ``None`` with auto_dropout instead)
@@ -95,8 +93,7 @@ class NetConfig:
     y_mean: list[float] | None = None
     y_std: list[float] | None = None
     standardize_target: bool = True  # regression: whether Learner sets y_mean / y_std from the data
-    # row-sparse gradients (and lazy Adam, see optim.py) for tables of >= SPARSE_MIN_ENTRIES entries
-    sparse_embeddings: bool = True
+    sparse_embeddings: bool = True  # row-sparse gradients for tables of >= SPARSE_MIN_ROWS rows
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -329,7 +326,7 @@ class TabularNet(nn.Module):
             for c, n in zip(cat_names, cardinalities, strict=True)
         ]
         self.embeds = nn.ModuleList(
-            nn.Embedding(n, d, sparse=config.sparse_embeddings and n * d >= SPARSE_MIN_ENTRIES)
+            nn.Embedding(n, d, sparse=config.sparse_embeddings and n >= SPARSE_MIN_ROWS)
             for n, d in zip(cardinalities, self.emb_dims, strict=True)
         )
         # truncated normal (fast.ai's init at the default std 0.01: every category near the origin)

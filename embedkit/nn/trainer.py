@@ -35,7 +35,7 @@ from . import distributed
 from .callbacks import Callback, CallbackList
 from .device import amp_dtype, resolve_device, torch_threads, training_threads
 from .model import TabularNet, loss_fn, to_prediction
-from .optim import GroupedOptimizer, configure_optimizer, parameter_names, regroup_state, set_hyper
+from .optim import GroupedOptimizer, configure_optimizer, set_hyper
 from .schedule import MAX_BATCH, MIN_EPOCHS, OneCycle, auto_batch_size, auto_epochs
 from .tensors import TensorData
 
@@ -617,8 +617,6 @@ class Trainer:
             "lr_max": self.lr_max,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            # which parameter each optimizer entry is, for a run that lays the optimizer out otherwise
-            "optimizer_params": parameter_names(self.optimizer, self.model),
             "history": self.history.to_dict(),
             "best_state": self._best_state,
             "architecture": self.model.architecture(),
@@ -654,18 +652,11 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError:
-            # another layout: a checkpoint written under DDP (every table dense, one optimizer) resumed
-            # by one process (tables of SPARSE_MIN_ENTRIES or more sparse, two optimizers) or the other
-            # way round, or one written before that threshold (tables of 1,024 rows or more were
-            # sparse). Each parameter's Adam state moves to where the parameter is now; when even that
-            # does not fit, the weights, the schedule's position and the history carry over and Adam's
-            # moment estimates start again
+            # a checkpoint written under DDP (dense embedding gradients, one optimizer) resumed by one
+            # process (sparse ones, two optimizers), or the other way round: the weights, the schedule's
+            # position and the history carry over; Adam's moment estimates start again
             self.optimizer = self.new_optimizer(self.lr_max)
-            names = state.get("optimizer_params") or _layout_before_entry_threshold(state)
-            moved = regroup_state(state["optimizer"], names, self.optimizer, self.model) if names else None
-            if moved is not None:
-                self.optimizer.load_state_dict(moved)
-            elif self._rank == 0:
+            if self._rank == 0:
                 log.warning(
                     "the optimizer state in %s does not fit this run (written by %s process(es)); "
                     "continuing with fresh Adam moments",
@@ -676,22 +667,6 @@ class Trainer:
         self.history = History.from_dict(state["history"])
         self._best_state = state.get("best_state")
         return int(state["next_epoch"])
-
-
-def _layout_before_entry_threshold(state: dict[str, Any]) -> list[list[list[str]]] | None:
-    """The parameter names of a checkpoint's optimizer state written before it recorded them: then one
-    process trained every table of at least 1,024 rows row-sparsely (with ``sparse_embeddings``), and
-    DDP none. Rebuilt on the meta device (no memory) with the same grouping code."""
-    arch = state.get("architecture")
-    if not arch:
-        return None
-    with torch.device("meta"):
-        model = TabularNet.from_architecture(arch)
-    one_process = int(state.get("world_size") or 1) == 1
-    for e in model.embeds:
-        assert isinstance(e, torch.nn.Embedding)
-        e.sparse = one_process and model.config.sparse_embeddings and e.num_embeddings >= 1024
-    return parameter_names(configure_optimizer(model, 1e-3), model)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
