@@ -136,8 +136,8 @@ num = 20
 # How close the 2-process run must come to the 1-process one on the 800 validation rows. They do not train
 # the same way, so they cannot match exactly: under DDP one step averages the gradients of 2 x 128 rows (an
 # epoch has half the steps, the one-cycle schedule is shortened to match, the rate is not rescaled), each
-# rank draws other batches and dropout masks, and the embedding tables get dense gradients and dense AdamW
-# instead of row-sparse ones and lazy Adam. Measured with train.seed 0, 1, 2 (2 processes minus 1):
+# rank draws other batches and dropout masks, and the large tables' lazy update sees the gradient averaged
+# over both ranks' rows. Measured (when those tables still got dense AdamW under DDP) with train.seed 0, 1, 2 (2 processes minus 1):
 # AUC +0.018, -0.030, -0.047 and log loss +0.015, +0.010, +0.028. That is the size of the seed-to-seed
 # spread of single-process runs themselves (AUC 0.704-0.739, log loss 0.483-0.502 over those seeds; the
 # AUC's standard error on 800 rows is about 0.03), so a bug that broke the averaging of gradients or the

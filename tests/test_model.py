@@ -3,8 +3,18 @@ import pandas as pd
 import pytest
 import torch
 
-from embedkit.nn.model import NetConfig, TabularNet, default_emb_dim, loss_fn, to_prediction, value_keyed_init
-from embedkit.nn.optim import configure_optimizer, param_groups
+from embedkit.nn.model import (
+    SPARSE_MIN_ENTRIES,
+    SPARSE_MIN_ROWS,
+    Dropout,
+    NetConfig,
+    TabularNet,
+    default_emb_dim,
+    loss_fn,
+    to_prediction,
+    value_keyed_init,
+)
+from embedkit.nn.optim import LazyAdamW, _update_masked, configure_optimizer, param_groups
 
 
 def _net(task="binary", **kw):
@@ -79,16 +89,95 @@ def test_adamw_decay_is_decoupled_from_the_gradient():
     assert torch.allclose(w.detach(), before * (1 - 0.1 * 0.5))
 
 
-def test_sparse_embedding_update_touches_only_batch_rows():
-    net = _net()
-    opt = configure_optimizer(net, lr=0.1)
-    before = net.embeds[1].weight.detach().clone()
-    x_cat = torch.tensor([[1, 3], [2, 3], [4, 7]])
-    loss = loss_fn("binary", net(x_cat, torch.randn(3, 3)), torch.tensor([1.0, 0.0, 1.0]), None)
-    loss.backward()
+def _lazy_net(**kw):
+    # "b" has SPARSE_MIN_ROWS rows (updated lazily), small enough for the one gather (dense gradient)
+    return TabularNet(["a", "b"], [10, SPARSE_MIN_ROWS], 3, NetConfig(task="binary", **kw))
+
+
+def _step(net, opt, x_cat):
+    y = torch.arange(len(x_cat), dtype=torch.float32) % 2
+    loss_fn("binary", net(x_cat, torch.randn(len(x_cat), 3)), y, None).backward()
     opt.step()
-    changed = (net.embeds[1].weight.detach() != before).any(dim=1).nonzero().flatten().tolist()
-    assert changed == [3, 7]
+    opt.zero_grad(set_to_none=True)
+
+
+def test_large_tables_update_only_the_rows_of_the_batch():
+    torch.manual_seed(0)
+    net = _lazy_net()
+    big = net.embeds[1]
+    assert net.lazy_embeddings() == [big] and not big.sparse  # in the one gather, dense gradient
+    opt = configure_optimizer(net, lr=0.1)
+    assert isinstance(opt.optimizers[1], LazyAdamW)
+    _step(net, opt, torch.tensor([[1, 3], [2, 7], [4, 7]]))
+    before = big.weight.detach().clone()
+    # second step without rows 3 and 7: dense Adam would move them on their momentum; lazy Adam does not
+    _step(net, opt, torch.tensor([[1, 5], [2, 9], [4, 9]]))
+    changed = (big.weight.detach() != before).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [5, 9]
+    # the small table is updated densely: its untouched rows drift on their momentum
+    assert opt.optimizers[0].param_groups[-1]["params"] == [net.embeds[0].weight]
+
+
+def test_lazy_updates_agree_for_row_sparse_dense_and_masked_gradients():
+    # the three ways LazyAdamW takes a table's gradient (row-sparse lookup; dense gradient on the CPU,
+    # by row indices; dense gradient elsewhere, under a row mask) make the same update, and rows that
+    # no batch touched keep their start
+    torch.manual_seed(0)
+    rows, dim, lr, b1, b2, eps, wd = 50, 4, 0.05, 0.9, 0.99, 1e-5, 0.1
+    start = torch.randn(rows, dim)
+    tables = [torch.nn.Parameter(start.clone()) for _ in range(3)]
+    opts = [LazyAdamW([t], lr=lr, betas=(b1, b2), weight_decay=wd, eps=eps) for t in tables[:2]]
+    masked = {"step": torch.zeros(()), "exp_avg": torch.zeros(rows, dim), "exp_avg_sq": torch.zeros(rows, dim)}
+    seen = torch.zeros(rows, dtype=torch.bool)
+    for _ in range(6):
+        idx = torch.randint(0, rows // 2, (20,))  # the upper half of the table is never touched
+        seen[idx] = True
+        g = torch.randn(20, dim)
+        tables[0].grad = torch.sparse_coo_tensor(idx[None], g, (rows, dim), check_invariants=True).coalesce()
+        tables[1].grad = torch.zeros(rows, dim).index_add_(0, idx, g)
+        for o in opts:
+            o.step()
+        masked["step"] += 1
+        t = float(masked["step"])
+        with torch.no_grad():
+            _update_masked(tables[2], masked, tables[1].grad, lr, b1, b2, eps, wd, lr / (1 - b1**t), 1 - b2**t)
+    for table in tables:
+        assert torch.equal(table.detach()[~seen], start[~seen])
+        assert table.detach()[seen].ne(start[seen]).all()
+    np.testing.assert_allclose(tables[1].detach(), tables[0].detach(), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(tables[2].detach(), tables[0].detach(), rtol=1e-6, atol=1e-7)
+
+
+def test_lazy_tables_stay_lazy_with_dense_gradients_under_ddp():
+    # the trainer turns every row-sparse lookup off under DDP: the largest tables join the gather and
+    # keep their lazy update (the same optimizer layout as one process)
+    torch.manual_seed(0)
+    net = TabularNet(["a", "b"], [10, SPARSE_MIN_ENTRIES], 3, NetConfig(task="binary", emb_dims={"b": 2}))
+    assert net.embeds[1].sparse and net.lazy_embeddings() == [net.embeds[1]]
+    for e in net.embeds:
+        e.sparse = False
+    opt = configure_optimizer(net, lr=0.1)
+    assert [type(o) for o in opt.optimizers][1] is LazyAdamW
+    _step(net, opt, torch.tensor([[1, 3], [2, 7]]))
+    before = net.embeds[1].weight.detach().clone()
+    _step(net, opt, torch.tensor([[1, 5], [2, 5]]))
+    assert (net.embeds[1].weight.detach() != before).any(dim=1).nonzero().flatten().tolist() == [5]
+
+
+def test_dropout_keeps_one_minus_p_and_scales_the_rest():
+    drop = Dropout(0.2).train()
+    x = torch.ones(400, 500)
+    torch.manual_seed(3)
+    a = drop(x)
+    torch.manual_seed(3)
+    b = drop(x)
+    assert torch.equal(a, b)  # torch.manual_seed makes the mask reproducible
+    kept = a != 0
+    assert float(kept.float().mean()) == pytest.approx(0.8, abs=0.005)
+    assert torch.allclose(a[kept], torch.full_like(a[kept], 1 / 0.8))
+    assert not torch.equal(drop(x), a)  # a new mask each call
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(Dropout(0.0).train()(x), x)
 
 
 def test_embedding_init_std_sets_the_spread_and_is_validated():

@@ -16,11 +16,29 @@ if TYPE_CHECKING:
 
 TASKS = ("regression", "binary", "multiclass")
 
-# Tables with at least this many rows get row-sparse gradients (when ``NetConfig.sparse_embeddings``):
-# a batch of ~1k rows touches few of their rows, so updating only those is far cheaper than a dense
-# update. A smaller table has most of its rows in every batch, where a dense update is cheaper and
-# lazy (sparse) Adam and dense Adam coincide.
+# Embedding tables of at least this many rows update lazily (when ``NetConfig.sparse_embeddings``): only
+# the rows a batch touches move, and their Adam moments update only then (see optim.LazyAdamW). A batch
+# of ~1k rows touches few rows of such a table, and a rare category keeps what it learned instead of
+# drifting with stale momentum. A smaller table has most of its rows in every batch, where lazy and
+# dense Adam nearly coincide and the dense update is cheaper.
 SPARSE_MIN_ROWS = 1024
+# Of the lazy tables, those of at least this many entries (rows x width) are also looked up on their own
+# with row-sparse gradients (``nn.Embedding(sparse=True)``), whose cost follows the batch, not the table.
+# Smaller ones join the one gather of all tables (TabularNet.embed) with a dense gradient, which costs
+# a pass over the table per step: cheaper than a sparse lookup and backward below ~230k entries at one
+# thread and ~400k at two (measured on the flights example's tables). Every table of the flights example
+# is below it (the largest: 3,819 x 12).
+SPARSE_MIN_ENTRIES = 1 << 18
+
+
+def updates_lazily(n_rows: int, config: NetConfig) -> bool:
+    """Whether a table of ``n_rows`` rows is updated row-lazily (see ``SPARSE_MIN_ROWS``)."""
+    return bool(config.sparse_embeddings) and n_rows >= SPARSE_MIN_ROWS
+
+
+def row_sparse_lookup(n_rows: int, dim: int, config: NetConfig) -> bool:
+    """Whether a table is looked up with row-sparse gradients (a lazy table of >= ``SPARSE_MIN_ENTRIES``)."""
+    return updates_lazily(n_rows, config) and n_rows * dim >= SPARSE_MIN_ENTRIES
 
 
 #: dropout of a net built without a rate (Learner resolves ``None`` with auto_dropout instead)
@@ -93,7 +111,9 @@ class NetConfig:
     y_mean: list[float] | None = None
     y_std: list[float] | None = None
     standardize_target: bool = True  # regression: whether Learner sets y_mean / y_std from the data
-    sparse_embeddings: bool = True  # row-sparse gradients for tables of >= SPARSE_MIN_ROWS rows
+    # tables of >= SPARSE_MIN_ROWS rows update lazily (touched rows only); the largest of them are
+    # looked up with row-sparse gradients (SPARSE_MIN_ENTRIES)
+    sparse_embeddings: bool = True
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -326,7 +346,7 @@ class TabularNet(nn.Module):
             for c, n in zip(cat_names, cardinalities, strict=True)
         ]
         self.embeds = nn.ModuleList(
-            nn.Embedding(n, d, sparse=config.sparse_embeddings and n >= SPARSE_MIN_ROWS)
+            nn.Embedding(n, d, sparse=row_sparse_lookup(n, d, config))
             for n, d in zip(cardinalities, self.emb_dims, strict=True)
         )
         # truncated normal (fast.ai's init at the default std 0.01: every category near the origin)
@@ -372,10 +392,14 @@ class TabularNet(nn.Module):
         self.y_mean = torch.tensor(cfg.y_mean, dtype=torch.float32, device=device)
         self.y_std = torch.tensor(cfg.y_std, dtype=torch.float32, device=device)
 
+    def lazy_embeddings(self) -> list[nn.Embedding]:
+        """The tables whose rows update lazily (:func:`updates_lazily`; the optimizer's LazyAdamW group)."""
+        return [e for e in self.embeds if updates_lazily(e.num_embeddings, self.config)]  # type: ignore
+
     def embed(self, x_cat: torch.Tensor) -> torch.Tensor:
         """The embedding vectors of codes ``[n, n_cat]``, side by side: ``[n, sum(emb_dims)]``.
 
-        The dense tables (every table but the row-sparse ones, see ``NetConfig.sparse_embeddings``) are
+        The tables (all but the largest, looked up row-sparsely: see ``SPARSE_MIN_ENTRIES``) are
         looked up together, in one gather from their weights laid end to end (see :class:`_GatherPlan`);
         a row-sparse table is looked up on its own, so that its gradient stays row-sparse. The result is
         what ``torch.cat([e(x_cat[:, i]) for i, e in enumerate(self.embeds)], 1)`` gives, gradients

@@ -1,15 +1,14 @@
-"""AdamW with explicit parameter groups, and row-sparse updates for embedding tables.
+"""AdamW with explicit parameter groups, and row-lazy updates for large embedding tables.
 
 Which tensors get weight decay is explicit: linear weights do; biases and batch-norm parameters never do;
 embedding tables do only when ``decay_embeddings`` is set. Weight decay is decoupled (AdamW): it shrinks
 weights directly instead of being added to the gradient.
 
-Embeddings with sparse gradients (tables of at least ``model.SPARSE_MIN_ROWS`` rows) are updated
-row-sparsely ("lazy" Adam: only the rows present in a batch move, and their moment estimates update only
-then). For the two ~650k-parameter tables of the flights example this removes most of the optimizer's
-cost per step. With ``decay_embeddings`` the decoupled decay is applied to the touched rows only, once per
-batch they appear in: a category is pulled towards the origin in proportion to how often it is trained.
-Smaller tables are updated densely with the other parameters (fused AdamW where the device has it).
+Tables of at least ``model.SPARSE_MIN_ROWS`` rows (``TabularNet.lazy_embeddings``) are updated lazily by
+:class:`LazyAdamW`: only the rows present in a batch move, and their moment estimates update only then.
+With ``decay_embeddings`` the decoupled decay is applied to the touched rows only, once per batch they
+appear in: a category is pulled towards the origin in proportion to how often it is trained. Smaller
+tables are updated densely with the other parameters (fused AdamW where the device has it).
 """
 
 from __future__ import annotations
@@ -23,8 +22,17 @@ from torch import nn
 from .model import TabularNet
 
 
-class SparseAdamW(torch.optim.Optimizer):
-    """Lazy Adam with decoupled weight decay for parameters with sparse (row) gradients."""
+class LazyAdamW(torch.optim.Optimizer):
+    """Lazy Adam with decoupled weight decay for embedding tables: each step moves only the rows in the
+    batch, and only their moment estimates decay.
+
+    The gradient may be row-sparse (``nn.Embedding(sparse=True)``: the rows it lists are the batch's) or
+    dense (a table looked up in TabularNet's one gather: the batch's rows are those with a non-zero
+    gradient; a row whose every entry got exactly 0.0 stays put, as if absent). The bias correction
+    counts the table's steps, as torch's ``SparseAdam`` does. A dense gradient is updated row by row
+    from the rows' indices on the CPU, and under a mask of the rows elsewhere (no read-back to the host
+    per step); both give the same update.
+    """
 
     def __init__(
         self,
@@ -43,13 +51,6 @@ class SparseAdamW(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                grad = p.grad
-                if not grad.is_sparse:
-                    raise RuntimeError("SparseAdamW needs sparse gradients (nn.Embedding(sparse=True))")
-                grad = grad.coalesce()
-                idx, vals = grad.indices()[0], grad.values()
-                if idx.numel() == 0:
-                    continue
                 state = self.state[p]
                 if not state:
                     state["step"] = torch.zeros((), dtype=torch.float32)
@@ -57,22 +58,72 @@ class SparseAdamW(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
                 t = float(state["step"])
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                m_rows = m.index_select(0, idx).mul_(b1).add_(vals, alpha=1 - b1)
-                v_rows = v.index_select(0, idx).mul_(b2).addcmul_(vals, vals, value=1 - b2)
-                m.index_copy_(0, idx, m_rows)
-                v.index_copy_(0, idx, v_rows)
-                step_size = lr / (1 - b1**t)
-                denom = (v_rows / (1 - b2**t)).sqrt_().add_(eps)
-                rows = p.index_select(0, idx)
-                if wd:
-                    rows.mul_(1 - lr * wd)
-                rows.addcdiv_(m_rows, denom, value=-step_size)
-                p.index_copy_(0, idx, rows)
+                hyper = (lr, b1, b2, eps, wd, lr / (1 - b1**t), 1 - b2**t)
+                grad = p.grad
+                if grad.is_sparse:
+                    grad = grad.coalesce()
+                    _update_rows(p, state, grad.indices()[0], grad.values(), *hyper)
+                elif p.device.type == "cpu":
+                    rows = grad.ne(0).any(dim=1).nonzero().squeeze(1)
+                    _update_rows(p, state, rows, grad.index_select(0, rows), *hyper)
+                else:
+                    _update_masked(p, state, grad, *hyper)
+
+
+def _update_rows(
+    p: torch.Tensor,
+    state: dict[str, Any],
+    idx: torch.Tensor,
+    grad_rows: torch.Tensor,
+    lr: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    wd: float,
+    step_size: float,
+    bias2: float,
+) -> None:
+    """Adam on rows ``idx`` of ``p`` (gradient ``grad_rows``), the other rows and their moments untouched."""
+    if idx.numel() == 0:
+        return
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    m_rows = m.index_select(0, idx).mul_(b1).add_(grad_rows, alpha=1 - b1)
+    v_rows = v.index_select(0, idx).mul_(b2).addcmul_(grad_rows, grad_rows, value=1 - b2)
+    m.index_copy_(0, idx, m_rows)
+    v.index_copy_(0, idx, v_rows)
+    denom = (v_rows / bias2).sqrt_().add_(eps)
+    rows = p.index_select(0, idx)
+    if wd:
+        rows.mul_(1 - lr * wd)
+    rows.addcdiv_(m_rows, denom, value=-step_size)
+    p.index_copy_(0, idx, rows)
+
+
+def _update_masked(
+    p: torch.Tensor,
+    state: dict[str, Any],
+    grad: torch.Tensor,
+    lr: float,
+    b1: float,
+    b2: float,
+    eps: float,
+    wd: float,
+    step_size: float,
+    bias2: float,
+) -> None:
+    """What :func:`_update_rows` does for the rows with a non-zero gradient, as whole-table operations
+    under a row mask (no data-dependent shapes, so no wait for the device)."""
+    m, v = state["exp_avg"], state["exp_avg_sq"]
+    touched = grad.ne(0).any(dim=1, keepdim=True)
+    m.copy_(torch.where(touched, m * b1 + grad * (1 - b1), m))
+    v.copy_(torch.where(touched, v * b2 + grad * grad * (1 - b2), v))
+    new = p * (1 - lr * wd) if wd else p.clone()
+    new.addcdiv_(m, (v / bias2).sqrt_().add_(eps), value=-step_size)
+    p.copy_(torch.where(touched, new, p))
 
 
 class GroupedOptimizer:
-    """Several optimizers stepped as one (dense AdamW + SparseAdamW), with a shared ``param_groups`` view."""
+    """Several optimizers stepped as one (dense AdamW + LazyAdamW), with a shared ``param_groups`` view."""
 
     def __init__(self, optimizers: list[torch.optim.Optimizer]) -> None:
         self.optimizers = optimizers
@@ -124,26 +175,26 @@ def configure_optimizer(
     betas: tuple[float, float] = (0.9, 0.99),
     eps: float = 1e-5,
 ) -> GroupedOptimizer:
-    """AdamW (decoupled weight decay) with explicit groups; sparse embeddings get :class:`SparseAdamW`."""
+    """AdamW (decoupled weight decay) with explicit groups; the lazy tables get :class:`LazyAdamW`."""
     g = param_groups(model, weight_decay, decay_embeddings)
     emb_wd = weight_decay if decay_embeddings else 0.0
-    sparse_ids = {id(e.weight) for e in model.embeds if e.sparse}
-    sparse = [p for p in g["embeddings"] if id(p) in sparse_ids]
+    lazy_ids = {id(e.weight) for e in model.lazy_embeddings()}
+    lazy = [p for p in g["embeddings"] if id(p) in lazy_ids]
     dense_groups: list[dict[str, Any]] = [
         {"params": g["decay"], "weight_decay": weight_decay, "name": "decay"},
         {"params": g["no_decay"], "weight_decay": 0.0, "name": "no_decay"},
         {
-            "params": [p for p in g["embeddings"] if id(p) not in sparse_ids],
+            "params": [p for p in g["embeddings"] if id(p) not in lazy_ids],
             "weight_decay": emb_wd,
             "name": "embeddings",
         },
     ]
     dense_groups = [d for d in dense_groups if d["params"]]
     opts: list[torch.optim.Optimizer] = [_adamw(dense_groups, lr=lr, betas=betas, eps=eps)]
-    if sparse:
+    if lazy:
         opts.append(
-            SparseAdamW(
-                [{"params": sparse, "weight_decay": emb_wd, "name": "embeddings"}],  # type: ignore
+            LazyAdamW(
+                [{"params": lazy, "weight_decay": emb_wd, "name": "embeddings"}],  # type: ignore
                 lr=lr,
                 betas=betas,
                 eps=eps,
@@ -179,7 +230,7 @@ class FusedAdamW(torch.optim.AdamW):
                 if p.grad is None:
                     continue
                 if p.grad.is_sparse:
-                    raise RuntimeError("AdamW does not support sparse gradients; use SparseAdamW")
+                    raise RuntimeError("AdamW does not support sparse gradients; use LazyAdamW")
                 state = self.state[p]
                 if not state:  # what torch's AdamW puts there, so that state dicts match
                     state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)

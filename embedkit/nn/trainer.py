@@ -412,16 +412,18 @@ class Trainer:
 
     # ---- data parallelism ----------------------------------------------------------------------
     def _dense_embeddings_for_ddp(self) -> None:
-        """Under DDP every embedding table gets dense gradients (and the fused/regular AdamW).
+        """Under DDP every embedding table gets dense gradients.
 
-        Row-sparse gradients (``nn.Embedding(sparse=True)`` + SparseAdamW, see optim.py) are the fast path
-        of one process, but DDP handles them badly: NCCL has no sparse all-reduce at all, and gloo's, the
-        only one, has broken DDP in past releases (pytorch/pytorch#111422) and fails when one rank's batch
-        touches no row of a table (pytorch/pytorch#87497). Dense gradients work the same on both backends
-        and keep the results of gloo and NCCL runs comparable. The cost: each step all-reduces the whole
-        table (rows x dim floats) instead of the touched rows, which matters for tables of millions of rows
-        only. The model's config keeps ``sparse_embeddings``: it describes the architecture, and a bundle
-        loaded later trains sparsely again in one process.
+        Row-sparse gradients (``nn.Embedding(sparse=True)``, the largest tables only: see
+        ``model.SPARSE_MIN_ENTRIES``) are a fast path of one process, but DDP handles them badly: NCCL has
+        no sparse all-reduce at all, and gloo's, the only one, has broken DDP in past releases
+        (pytorch/pytorch#111422) and fails when one rank's batch touches no row of a table
+        (pytorch/pytorch#87497). Dense gradients work the same on both backends. The tables that update
+        lazily still do (``LazyAdamW`` moves the rows whose averaged gradient is non-zero: those some
+        rank's batch touched), so the optimizer's layout is the same as in one process. The cost: each
+        step all-reduces the whole table (rows x dim floats) instead of the touched rows, which matters
+        for tables of millions of rows only. The model's config keeps ``sparse_embeddings``: it describes
+        the architecture, and a bundle loaded later looks its largest tables up row-sparsely again.
         """
         for emb in self.model.embeds:
             assert isinstance(emb, torch.nn.Embedding)
@@ -481,7 +483,9 @@ class Trainer:
         else:
             loss.backward()
         if self.config.grad_clip:
-            dense = [p for p in self.model.parameters() if p.grad is not None and not p.grad.is_sparse]
+            # every parameter but the lazily updated tables (their rows' gradients are not one vector)
+            lazy = {id(e.weight) for e in self.model.lazy_embeddings()}
+            dense = [p for p in self.model.parameters() if p.grad is not None and id(p) not in lazy]
             torch.nn.utils.clip_grad_norm_(dense, self.config.grad_clip)
         if self.scaler is not None:
             for opt in self.optimizer.optimizers:
@@ -652,9 +656,9 @@ class Trainer:
         try:
             self.optimizer.load_state_dict(state["optimizer"])
         except ValueError:
-            # a checkpoint written under DDP (dense embedding gradients, one optimizer) resumed by one
-            # process (sparse ones, two optimizers), or the other way round: the weights, the schedule's
-            # position and the history carry over; Adam's moment estimates start again
+            # a checkpoint whose optimizer layout differs from this run's (written before the lazy
+            # tables were updated lazily under DDP too, or with other sparse_embeddings): the weights,
+            # the schedule's position and the history carry over; Adam's moment estimates start again
             self.optimizer = self.new_optimizer(self.lr_max)
             if self._rank == 0:
                 log.warning(
