@@ -11,7 +11,7 @@ endif
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-floats install install-dev install-browser lint bench clean venv
+.PHONY: demo test test-floats install install-dev install-browser lint bench fastai-env clean venv
 
 venv:
 ifndef VIRTUAL_ENV
@@ -58,5 +58,14 @@ bench: install
 	$(PY) bench/train.py
 	$(PY) bench/transform.py
 
+# fastai in an environment of its own, for `python bench/train.py --versus-fastai` (fastai is no
+# dependency of embedkit). The same CPU build of torch goes in first.
+FASTAI_VENV ?= .venv-fastai
+FASTAI_SPEC ?= fastai==2.8.12
+fastai-env:
+	@test -x $(FASTAI_VENV)/bin/python || $(PYTHON) -m venv $(FASTAI_VENV)
+	$(FASTAI_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(FASTAI_VENV)/bin/python -m pip install -q "$(FASTAI_SPEC)" pyarrow "$(TORCH_SPEC)"
+
 clean:
-	rm -rf $(VENV) mlflow.db mlruns mlartifacts runs .pytest_cache
+	rm -rf $(VENV) $(FASTAI_VENV) mlflow.db mlruns mlartifacts runs .pytest_cache

@@ -33,11 +33,20 @@ both indicators quiet (other guests on the host share its caches and memory band
 absolute rows/s across runs with care; the trainer/bare ratio, whose two sides run minutes apart in one
 process, is the steadier figure.
 
+Against fastai (``--versus-fastai``): fastai's ``tabular_learner`` (``bench/fastai_tabular.py``, run with
+the Python of fastai's own environment, ``make fastai-env``; fastai is no dependency of embedkit) and the
+trainer train back to back on the same split, batch size, layers, epochs and thread count, in
+``--rounds`` interleaved rounds: fastai with its own default embedding widths, the trainer, then fastai
+with the trainer's widths (the same architecture). Rows/s is the median over every epoch of every round
+(training phase only, on both sides), the quality the best validation AUC within the epochs; the ratio
+is the trainer's rows/s over fastai's. fastai trains at its LR finder's valley, as its course does.
+
 Usage::
 
     python bench/train.py                       # full example, 5 epochs, seed 0
     python bench/train.py --rows 20000 --epochs 2 --bare-epochs 2
     python bench/train.py --seed 1 --out bench/results/train_seed1.json
+    make fastai-env && python bench/train.py --versus-fastai   # -> bench/results/train_vs_fastai.json
 
 Prints a markdown table and writes ``bench/results/train.json`` (or ``--out``).
 """
@@ -51,7 +60,9 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -65,8 +76,11 @@ from embedkit.nn.model import TabularNet, loss_fn
 from embedkit.nn.optim import configure_optimizer
 from embedkit.nn.trainer import TrainConfig
 
-RESULTS = Path(__file__).resolve().parent / "results" / "train.json"
-GOALS = {"valid_auc": 0.75, "trainer_over_bare": 0.85, "trainer_rows_per_s": 100_000.0}
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results" / "train.json"
+VERSUS_RESULTS = BENCH / "results" / "train_vs_fastai.json"
+FASTAI_PYTHON = BENCH.parent / ".venv-fastai" / "bin" / "python"
+GOALS = {"valid_auc": 0.75, "trainer_over_bare": 0.85, "trainer_rows_per_s": 100_000.0, "over_fastai": 3.0}
 
 
 def peak_rss_mb() -> float:
@@ -237,7 +251,104 @@ def run(device: str, args: argparse.Namespace, ex: Any) -> dict[str, Any]:
     if dev.type == "cuda":
         res["cuda_max_memory_allocated_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
         res["gpu"] = torch.cuda.get_device_name(dev)
+    res["emb_widths"] = dict(zip(learn.model.cat_names, learn.model.emb_dims, strict=True))
     return res
+
+
+# ---- against fastai ------------------------------------------------------------------------------------
+def run_fastai(python: Path, split: Path, args: argparse.Namespace, emb_szs: dict[str, int] | None) -> dict:
+    """One fastai run (bench/fastai_tabular.py in fastai's environment) on the split written to ``split``."""
+    from embedkit.datasets import FLIGHTS_CATEGORICAL, FLIGHTS_CONTINUOUS, FLIGHTS_TARGET
+
+    spec = {
+        "train": str(split / "train.parquet"),
+        "valid": str(split / "valid.parquet"),
+        "categorical": FLIGHTS_CATEGORICAL,
+        "continuous": FLIGHTS_CONTINUOUS,
+        "target": FLIGHTS_TARGET,
+        "seed": args.seed,
+        "threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "layers": [200, 100],
+        "epochs": args.epochs,
+        "emb_szs": emb_szs,
+    }
+    spec_path = split / "spec.json"
+    spec_path.write_text(json.dumps(spec))
+    proc = subprocess.run(
+        [str(python), str(BENCH / "fastai_tabular.py"), "--spec", str(spec_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"fastai's run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def versus_fastai(args: argparse.Namespace, ex: Any) -> dict[str, Any]:
+    python = Path(args.fastai_python)
+    if not python.exists():
+        raise SystemExit(
+            f"no fastai environment at {python}: run 'make fastai-env' (a separate virtual environment "
+            "with fastai and the CPU build of torch), or pass --fastai-python PATH"
+        )
+    args.bare_epochs = 0  # the bare loop is the plain bench's business
+    sides: dict[str, list[dict[str, Any]]] = {"fastai": [], "embedkit": [], "fastai_same_widths": []}
+    with tempfile.TemporaryDirectory(prefix="embedkit-vs-fastai-") as tmp:
+        split = Path(tmp)
+        ex.train.to_parquet(split / "train.parquet")
+        ex.valid.to_parquet(split / "valid.parquet")
+        for r in range(args.rounds):
+            fa = run_fastai(python, split, args, None)
+            sides["fastai"].append(fa)
+            print(f"round {r + 1}: fastai {_median_rps(fa):,.0f} rows/s", flush=True)
+            ours = run("cpu", args, ex)
+            widths = ours.pop("emb_widths")
+            sides["embedkit"].append(ours)
+            print(f"round {r + 1}: embedkit {ours['trainer_rows_per_s_median']:,.0f} rows/s", flush=True)
+            same = run_fastai(python, split, args, widths)
+            sides["fastai_same_widths"].append(same)
+            print(f"round {r + 1}: fastai at embedkit's widths {_median_rps(same):,.0f} rows/s", flush=True)
+    summary = {}
+    for name, runs in sides.items():
+        rates = [e["rows_per_s"] for run_ in runs for e in run_["epochs"]]
+        aucs = [max(e["valid_auc"] for e in run_["epochs"]) for run_ in runs]
+        summary[name] = {
+            "rows_per_s_median": statistics.median(rates),
+            "best_valid_auc_per_round": aucs,
+            "emb_widths": runs[0].get("emb_widths") or widths,
+        }
+    ours_rps = summary["embedkit"]["rows_per_s_median"]
+    summary["ratio_over_fastai"] = ours_rps / summary["fastai"]["rows_per_s_median"]
+    summary["ratio_over_fastai_same_widths"] = ours_rps / summary["fastai_same_widths"]["rows_per_s_median"]
+    # per round: the trainer against the fastai run just before it (drift on a shared host hits both)
+    summary["ratio_per_round"] = [
+        e["trainer_rows_per_s_median"] / _median_rps(f)
+        for e, f in zip(sides["embedkit"], sides["fastai"], strict=True)
+    ]
+    return {"runs": sides, "summary": summary}
+
+
+def _median_rps(fastai_run: dict[str, Any]) -> float:
+    return statistics.median(e["rows_per_s"] for e in fastai_run["epochs"])
+
+
+def versus_table(summary: dict[str, Any]) -> str:
+    lines = [
+        "| side | embedding widths | rows/s (median epoch) | best valid AUC per round | embedkit / side |",
+        "|---|---|---:|---|---:|",
+    ]
+    ours = summary["embedkit"]["rows_per_s_median"]
+    for name in ("fastai", "fastai_same_widths", "embedkit"):
+        side = summary[name]
+        widths = ", ".join(f"{k} {v}" for k, v in side["emb_widths"].items())
+        aucs = ", ".join(f"{a:.4f}" for a in side["best_valid_auc_per_round"])
+        lines.append(
+            f"| {name} | {widths} | {side['rows_per_s_median']:,.0f} | {aucs} | "
+            f"{ours / side['rows_per_s_median']:.2f}x |"
+        )
+    return "\n".join(lines)
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
@@ -271,6 +382,52 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def machine() -> dict[str, Any]:
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+    }
+
+
+def main_versus(args: argparse.Namespace, ex: Any) -> int:
+    t0 = time.perf_counter()
+    res = versus_fastai(args, ex)
+    summary = res["summary"]
+    best_auc = max(summary["embedkit"]["best_valid_auc_per_round"])
+    goals = {
+        "over_fastai>=3": summary["ratio_over_fastai"] >= GOALS["over_fastai"],
+        "valid_auc>=0.75_within_epochs": min(summary["embedkit"]["best_valid_auc_per_round"])
+        >= GOALS["valid_auc"],
+    }
+    report = {
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "rows": {"train": len(ex.train_idx), "valid": len(ex.valid_idx)},
+        "machine": machine(),
+        **res,
+        "goals": goals,
+        "peak_rss_mb": peak_rss_mb(),
+        "seconds": time.perf_counter() - t0,
+        "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    out = args.out or VERSUS_RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, default=float))
+    print(versus_table(summary))
+    rounds = ", ".join(f"{r:.2f}x" for r in summary["ratio_per_round"])
+    print(
+        f"\nembedkit / fastai: {summary['ratio_over_fastai']:.2f}x (per round: {rounds}); at the same "
+        f"widths {summary['ratio_over_fastai_same_widths']:.2f}x; embedkit's best valid AUC {best_auc:.4f}"
+    )
+    print(f"peak RSS (this process: the trainer) {report['peak_rss_mb']:,.0f} MB")
+    print("goals: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in goals.items()))
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=None, help="keep only the first N rows of the example")
@@ -288,15 +445,27 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--no-cuda", action="store_true", help="skip the CUDA run even when a GPU is present")
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU run (on a GPU machine)")
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--versus-fastai",
+        action="store_true",
+        help="train fastai's tabular_learner and the trainer back to back (needs make fastai-env)",
+    )
+    ap.add_argument("--fastai-python", type=Path, default=FASTAI_PYTHON, help="fastai's environment")
+    ap.add_argument("--rounds", type=int, default=2, help="with --versus-fastai: interleaved rounds")
+    ap.add_argument("--out", type=Path, default=None, help=f"default {RESULTS} ({VERSUS_RESULTS})")
     args = ap.parse_args(argv)
 
     ex = flights(n_rows=args.rows)
+    if args.versus_fastai:
+        return main_versus(args, ex)
+    args.out = args.out or RESULTS
     results = {}
     if not args.no_cpu:
         results["cpu"] = run("cpu", args, ex)
+        results["cpu"].pop("emb_widths")
     if torch.cuda.is_available() and not args.no_cuda:
         results["cuda"] = run("cuda", args, ex)
+        results["cuda"].pop("emb_widths")
     if not results:
         ap.error("nothing to run: --no-cpu was given and no CUDA GPU is available (or --no-cuda)")
     first = next(iter(results.values()))
@@ -311,14 +480,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "rows": {"train": len(ex.train_idx), "valid": len(ex.valid_idx)},
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "python": sys.version.split()[0],
-        },
+        "machine": machine(),
         "results": results,
         "goals": goals,
         "peak_rss_mb": peak_rss_mb(),
