@@ -10,7 +10,12 @@ class EmbedkitError(Exception):
 
 
 class DataError(EmbedkitError, ValueError):
-    """The input data cannot be used as given; the message names the column and the fix."""
+    """The input data cannot be used as given; the message names the column and the fix, and
+    ``columns`` holds the names of the columns it is about, where known (the service's error ``loc``)."""
+
+    def __init__(self, message: str, *, columns: tuple[str, ...] | list[str] = ()) -> None:
+        super().__init__(message)
+        self.columns = tuple(columns)
 
 
 class FormatError(EmbedkitError, ValueError):

@@ -259,7 +259,8 @@ def transformer_codes(transformer: Any, records: Sequence[Record]) -> list[np.nd
                 shown = list(dict.fromkeys(values[i] for i in np.flatnonzero(unknown)))[:5]
                 raise DataError(
                     f"column {c!r} has {int(unknown.sum())} value(s) not in its embedding table, e.g. "
-                    f"{shown}; the model was fitted with handle_unknown='error'"
+                    f"{shown}; the model was fitted with handle_unknown='error'",
+                    columns=[c],
                 )
             k[unknown] = table.n_codes  # the gather matrix's NaN column
         out.append(k)
@@ -276,9 +277,17 @@ def passthrough_values(transformer: Any, records: Sequence[Record]) -> np.ndarra
             [[np.nan if (v := r[c]) is None else float(v) for c in names] for r in records], dtype=np.float64
         ).reshape(len(records), len(names))
     except (TypeError, ValueError) as exc:
+        bad = [c for c in names if not all(_is_number(r[c]) for r in records)]
         raise DataError(
-            f"a passed-through column of {names} holds a value that is not a number: {exc}"
+            f"column(s) {bad or names} hold a value that is not a number: {exc}", columns=bad
         ) from exc
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        return v is None or isinstance(float(v), float)
+    except (TypeError, ValueError):
+        return False
 
 
 # ---- a downstream estimator as a function of an array -----------------------------------------------
@@ -557,10 +566,12 @@ class PipelineModel:
     def predict_raw(self, inputs: Any) -> np.ndarray:
         x = inputs if isinstance(inputs, np.ndarray) else gather_embeddings(self.rows, *inputs)
         if not getattr(self.estimator, "allow_nan", True) and np.isnan(x).any():
+            columns = self._nan_columns(x)
             raise DataError(
-                f"column(s) {self._nan_columns(x)} hold missing values (or values scored as NaN by "
+                f"column(s) {columns} hold missing values (or values scored as NaN by "
                 f"handle_unknown='return_nan'), which this model's estimator "
-                f"({getattr(self.estimator, 'name', 'estimator')}) cannot take; fill them before scoring"
+                f"({getattr(self.estimator, 'name', 'estimator')}) cannot take; fill them before scoring",
+                columns=columns,
             )
         return np.asarray(self.estimator(x))
 

@@ -189,6 +189,22 @@ def assert_same_answer(ours: Any, theirs: Any) -> None:
     assert ours.text == json.dumps(a)
 
 
+def test_a_column_the_estimator_cannot_take_is_named_in_the_errors_loc(
+    served: Callable[[str], Served],
+) -> None:
+    # the test's pipeline takes no missing number: the 400 names the column in loc, not only in the text
+    answer = post(served("pipeline").ours, {"dataframe_records": rows(number_nulls=True)})
+    assert answer.status_code == 400
+    body = answer.json()
+    assert body["error_code"] == "BAD_REQUEST"
+    assert [e["loc"] for e in body["detail"]] == [["body", "amount"]]
+    assert "amount" in body["message"] and "fill them before scoring" in body["message"]
+    # /predict names it the same way, in its own error shape
+    answer = served("pipeline").ours.post("/predict", json={"records": rows(number_nulls=True)})
+    assert answer.status_code == 422
+    assert [e["loc"] for e in answer.json()["detail"]] == [["body", "records", "amount"]]
+
+
 # ---- the same answers ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("kind", KINDS)
 def test_answers_match_mlflows_scoring_server(served: Callable[[str], Served], kind: str) -> None:

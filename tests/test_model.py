@@ -127,7 +127,11 @@ def test_lazy_updates_agree_for_row_sparse_dense_and_masked_gradients():
     start = torch.randn(rows, dim)
     tables = [torch.nn.Parameter(start.clone()) for _ in range(3)]
     opts = [LazyAdamW([t], lr=lr, betas=(b1, b2), weight_decay=wd, eps=eps) for t in tables[:2]]
-    masked = {"step": torch.zeros(()), "exp_avg": torch.zeros(rows, dim), "exp_avg_sq": torch.zeros(rows, dim)}
+    masked = {
+        "step": torch.zeros(()),
+        "exp_avg": torch.zeros(rows, dim),
+        "exp_avg_sq": torch.zeros(rows, dim),
+    }
     seen = torch.zeros(rows, dtype=torch.bool)
     for _ in range(6):
         idx = torch.randint(0, rows // 2, (20,))  # the upper half of the table is never touched
@@ -140,7 +144,9 @@ def test_lazy_updates_agree_for_row_sparse_dense_and_masked_gradients():
         masked["step"] += 1
         t = float(masked["step"])
         with torch.no_grad():
-            _update_masked(tables[2], masked, tables[1].grad, lr, b1, b2, eps, wd, lr / (1 - b1**t), 1 - b2**t)
+            _update_masked(
+                tables[2], masked, tables[1].grad, lr, b1, b2, eps, wd, lr / (1 - b1**t), 1 - b2**t
+            )
     for table in tables:
         assert torch.equal(table.detach()[~seen], start[~seen])
         assert table.detach()[seen].ne(start[seen]).all()

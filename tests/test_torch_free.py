@@ -28,20 +28,18 @@ class _NoTorch:
 sys.meta_path.insert(0, _NoTorch())
 """
 
+
+def _embedkit_outside_nn() -> list[str]:
+    """Every module of embedkit but the torch part (embedkit.nn), listed from the files, not imported."""
+    import pkgutil
+
+    root = Path(__file__).resolve().parents[1] / "embedkit"
+    names = [m.name for m in pkgutil.iter_modules([str(root)]) if m.name != "nn"]
+    return ["embedkit", *(f"embedkit.{n}" for n in sorted(names))]
+
+
 TORCH_FREE_MODULES = [
-    "embedkit",
-    "embedkit.bundle",
-    "embedkit.evaluation",
-    "embedkit.inference",
-    "embedkit.model_uri",
-    "embedkit.outputs",
-    "embedkit.predictor",
-    "embedkit.preprocessing",
-    "embedkit.servable",
-    "embedkit.spec",
-    "embedkit.tables",
-    "embedkit.target",
-    "embedkit.transformer",
+    *_embedkit_outside_nn(),
     "pipelines.cli",
     "pipelines.score",
     "service.app",

@@ -394,7 +394,13 @@ class TabularNet(nn.Module):
 
     def lazy_embeddings(self) -> list[nn.Embedding]:
         """The tables whose rows update lazily (:func:`updates_lazily`; the optimizer's LazyAdamW group)."""
-        return [e for e in self.embeds if updates_lazily(e.num_embeddings, self.config)]  # type: ignore
+        tables = [self._table(i) for i in range(len(self.embeds))]
+        return [e for e in tables if updates_lazily(e.num_embeddings, self.config)]
+
+    def _table(self, i: int) -> nn.Embedding:
+        table = self.embeds[i]
+        assert isinstance(table, nn.Embedding)
+        return table
 
     def embed(self, x_cat: torch.Tensor) -> torch.Tensor:
         """The embedding vectors of codes ``[n, n_cat]``, side by side: ``[n, sum(emb_dims)]``.
@@ -409,7 +415,7 @@ class TabularNet(nn.Module):
         plan = self._gather_plan(x_cat.device)
         if not plan.fused:
             return torch.cat([e(x_cat[:, i]) for i, e in enumerate(self.embeds)], dim=1)
-        flat = torch.cat([self.embeds[i].weight.reshape(-1) for i in plan.fused])
+        flat = torch.cat([self._table(i).weight.reshape(-1) for i in plan.fused])
         fused = plan.gather(flat, x_cat)
         if len(plan.fused) == len(self.embeds):
             return fused
@@ -425,7 +431,8 @@ class TabularNet(nn.Module):
         key = (device, tuple(bool(e.sparse) for e in self.embeds))
         plan = self.__dict__.get("_plan")
         if plan is None or plan.key != key:
-            plan = _GatherPlan(key, [(e.num_embeddings, e.embedding_dim, e.sparse) for e in self.embeds])
+            tables = [self._table(i) for i in range(len(self.embeds))]
+            plan = _GatherPlan(key, [(e.num_embeddings, e.embedding_dim, e.sparse) for e in tables])
             self.__dict__["_plan"] = plan
         return plan
 

@@ -2,8 +2,10 @@
 projection, and the data it draws.
 
 - ``GET /explore`` and its two files (``/explore/assets/explore.js``, ``explore.css``): a static page, the
-  same for every model and holding no data, so it is open without the API key (a browser could not
-  load it otherwise); the page asks for the key and sends it as ``X-API-Key`` on its own requests.
+  same for every model and holding no data. With an API key set it needs the key like every route, from
+  the ``X-API-Key`` header or a cookie (a browser opening a page cannot send a header): without it the
+  answer is a 401 page that asks for the key, sets the cookie and reloads. The page then sends the key as
+  ``X-API-Key`` on its own requests.
 - ``GET /explore/data/{column}``: the points (category, kind, count, x, y), from
   :func:`embedkit.projection.project_table`, computed once per loaded model and column. Needs the key.
 - The neighbours the page lists on a click come from ``GET /embeddings/{column}/{value}/neighbors``.

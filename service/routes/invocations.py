@@ -77,8 +77,9 @@ def _score(scorer: Scorer, kind: str, body: bytes, extra_columns: str) -> Scores
     except UnscorableRows as exc:
         where = dict.fromkeys(table.row_loc(i) for i in exc.rows)  # one per row, or one for columns
         raise BadInput([{"loc": loc, "msg": str(exc), "type": "value_error"} for loc in where]) from None
-    except DataError as exc:
-        raise BadInput([{"loc": (), "msg": str(exc), "type": "value_error"}]) from None
+    except DataError as exc:  # about whole columns: one error per column it names
+        locs: list[tuple[str, ...]] = [(c,) for c in exc.columns] or [()]
+        raise BadInput([{"loc": loc, "msg": str(exc), "type": "value_error"} for loc in locs]) from None
 
 
 @router.post(

@@ -68,9 +68,10 @@ async def predict(
     except UnscorableRows as exc:
         errors = [{"loc": ("body", "records", i), "msg": str(exc), "type": "value_error"} for i in exc.rows]
         raise RequestValidationError(field_errors(errors)) from None
-    except DataError as exc:
+    except DataError as exc:  # about whole columns: one error per column it names
+        locs: list[tuple[str, ...]] = [("body", "records", c) for c in exc.columns] or [("body", "records")]
         raise RequestValidationError(
-            [{"loc": ("body", "records"), "msg": str(exc), "type": "value_error"}]
+            [{"loc": loc, "msg": str(exc), "type": "value_error"} for loc in locs]
         ) from None
     metrics.observe_prediction(scores.rows, scores.unknown)
     return PredictResponse.model_construct(
