@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
+import resource
 import time
 from pathlib import Path
 
@@ -137,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
         "fit_s": fit_s,
         "emb_widths": widths,
         "epochs": clock.rows,
+        # ru_maxrss: KiB on Linux, bytes on macOS
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        / (1024 if platform.system() == "Linux" else 2**20),
     }
     print(json.dumps(out))
     return 0

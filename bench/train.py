@@ -305,6 +305,7 @@ def versus_fastai(args: argparse.Namespace, ex: Any) -> dict[str, Any]:
             print(f"round {r + 1}: fastai {_median_rps(fa):,.0f} rows/s", flush=True)
             ours = run("cpu", args, ex)
             widths = ours.pop("emb_widths")
+            ours["peak_rss_mb"] = peak_rss_mb()
             sides["embedkit"].append(ours)
             print(f"round {r + 1}: embedkit {ours['trainer_rows_per_s_median']:,.0f} rows/s", flush=True)
             same = run_fastai(python, split, args, widths)
@@ -316,6 +317,8 @@ def versus_fastai(args: argparse.Namespace, ex: Any) -> dict[str, Any]:
         aucs = [max(e["valid_auc"] for e in run_["epochs"]) for run_ in runs]
         summary[name] = {
             "rows_per_s_median": statistics.median(rates),
+            # fastai: its process's peak; embedkit: this process's, which holds every round so far
+            "peak_rss_mb": max(r.get("peak_rss_mb", math.nan) for r in runs),
             "best_valid_auc_per_round": aucs,
             "emb_widths": runs[0].get("emb_widths") or widths,
         }
@@ -336,8 +339,9 @@ def _median_rps(fastai_run: dict[str, Any]) -> float:
 
 def versus_table(summary: dict[str, Any]) -> str:
     lines = [
-        "| side | embedding widths | rows/s (median epoch) | best valid AUC per round | embedkit / side |",
-        "|---|---|---:|---|---:|",
+        "| side | embedding widths | rows/s (median epoch) | best valid AUC per round | peak RSS (MB) "
+        "| embedkit / side |",
+        "|---|---|---:|---|---:|---:|",
     ]
     ours = summary["embedkit"]["rows_per_s_median"]
     for name in ("fastai", "fastai_same_widths", "embedkit"):
@@ -346,7 +350,7 @@ def versus_table(summary: dict[str, Any]) -> str:
         aucs = ", ".join(f"{a:.4f}" for a in side["best_valid_auc_per_round"])
         lines.append(
             f"| {name} | {widths} | {side['rows_per_s_median']:,.0f} | {aucs} | "
-            f"{ours / side['rows_per_s_median']:.2f}x |"
+            f"{side['peak_rss_mb']:,.0f} | {ours / side['rows_per_s_median']:.2f}x |"
         )
     return "\n".join(lines)
 
