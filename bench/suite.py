@@ -225,6 +225,20 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def net_seeds(t: SuiteTable, seeds: int) -> list[float]:
+    """The net's validation metric (every default) for ``random_state`` 0 .. seeds-1 on the table's split:
+    how far one cell moves with the seed alone."""
+    x_tr, x_va, y_tr, y_va = t.split()
+    classes = None if t.task == "regression" else np.unique(y_tr)
+    net_cls = TabularNetRegressor if t.task == "regression" else TabularNetClassifier
+    out = []
+    for seed in range(seeds):
+        net = net_cls(categorical=t.categorical, continuous=t.continuous, random_state=seed).fit(x_tr, y_tr)
+        out.append(score(t.task, y_va, predict(net, x_va, t.task), classes)[metric_name(t.task)])
+        log(f"  random_state {seed}: {out[-1]:.4f}")
+    return out
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -233,8 +247,27 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--tables", nargs="*", default=list(TABLES), choices=list(TABLES))
     ap.add_argument("--knn-valid-rows", type=int, default=10_000)
-    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--net-seeds",
+        type=int,
+        default=None,
+        help="only the net, for random_state 0 .. N-1 (its seed spread); writes --out, default "
+        "bench/results/suite_net_seeds_now.json",
+    )
+    ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if args.net_seeds:
+        spread = {}
+        for name in args.tables:
+            log(f"{name}:")
+            t = TABLES[name]()
+            spread[name] = {"metric": metric_name(t.task), "values": net_seeds(t, args.net_seeds)}
+        out = args.out or RESULTS.with_name("suite_net_seeds_now.json")
+        out.write_text(json.dumps({"what": "the net's validation metric per random_state", **spread}, indent=2))
+        for name, r in spread.items():
+            print(f"{name} ({r['metric']}): " + ", ".join(f"{v:.4f}" for v in r["values"]))
+        return
+    args.out = args.out or RESULTS
     results: dict[str, Any] = {
         "embedkit": embedkit.__version__,
         "python": platform.python_version(),
