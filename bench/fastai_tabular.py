@@ -13,9 +13,14 @@ norm), ``lr_find`` (valley), then ``fit_one_cycle(epochs)``. Rows/s counts the t
 epoch only (``before_train`` to ``after_train``, the same span as embedkit's trainer measures);
 validation AUC is computed from fastai's predictions of the validation rows after every epoch.
 
+With ``--lockstep`` the run takes turns with another process epoch by epoch: before each epoch of the
+fit it prints ``READY`` and waits for a line on its standard input, and after the epoch (validation
+included) it prints ``DONE``. ``bench/train.py`` uses this to alternate fastai's epochs with the
+trainer's, so that each pair of epochs runs seconds apart on a host whose speed drifts over minutes.
+
 Usage (normally through bench/train.py)::
 
-    .venv-fastai/bin/python bench/fastai_tabular.py --spec split/spec.json
+    .venv-fastai/bin/python bench/fastai_tabular.py --spec split/spec.json [--lockstep]
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import json
 import platform
 import resource
+import sys
 import time
 from pathlib import Path
 
@@ -70,24 +76,55 @@ class EpochClock(Callback):
         self._targs: list[torch.Tensor] = []
 
     def after_validate(self) -> None:
-        if not hasattr(self, "_seconds"):  # the LR finder's run: no epoch to record
+        # fastai calls after_validate even when validation was cancelled before before_validate ran
+        # (its LR finder does that): read this callback's own state, not fastai's attribute fallback
+        preds, targs = self.__dict__.pop("_preds", None), self.__dict__.pop("_targs", None)
+        seconds = self.__dict__.pop("_seconds", None)
+        if not preds or seconds is None:  # the LR finder's run: no epoch to record
             return
-        auc = roc_auc_score(torch.cat(self._targs).numpy(), torch.cat(self._preds).numpy())
+        auc = roc_auc_score(torch.cat(targs).numpy(), torch.cat(preds).numpy())
         self.rows.append(
             {
                 "epoch": len(self.rows) + 1,
-                "seconds": self._seconds,
+                "seconds": seconds,
                 "rows": self._n,
-                "rows_per_s": self._n / self._seconds,
+                "rows_per_s": self._n / seconds,
                 "valid_auc": float(auc),
             }
         )
-        del self._seconds
+
+
+class LockStep(Callback):
+    """Take turns with the process on the other end of stdin/stdout, one epoch at a time."""
+
+    def before_epoch(self) -> None:
+        print("READY", flush=True)
+        if not sys.stdin.readline():
+            raise SystemExit("lock-step partner went away")
+
+    def after_epoch(self) -> None:
+        print("DONE", flush=True)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. On Linux from ``/proc/self/status`` (VmHWM): ``ru_maxrss``
+    carries over fork and exec, so a child of a large process would report its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    # ru_maxrss: KiB on Linux, bytes on macOS
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (
+        1024 if platform.system() == "Linux" else 2**20
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spec", type=Path, required=True, help="JSON written by bench/train.py")
+    ap.add_argument("--lockstep", action="store_true", help="alternate epochs with the caller (see above)")
     args = ap.parse_args(argv)
     spec = json.loads(args.spec.read_text())
     train = pd.read_parquet(spec["train"])
@@ -127,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         lr_find_s = time.perf_counter() - t0
         clock.rows.clear()
         t0 = time.perf_counter()
-        learn.fit_one_cycle(spec["epochs"], lr)
+        learn.fit_one_cycle(spec["epochs"], lr, cbs=[LockStep()] if args.lockstep else None)
         fit_s = time.perf_counter() - t0
     out = {
         "fastai": __import__("fastai").__version__,
@@ -139,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "fit_s": fit_s,
         "emb_widths": widths,
         "epochs": clock.rows,
-        # ru_maxrss: KiB on Linux, bytes on macOS
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        / (1024 if platform.system() == "Linux" else 2**20),
+        "peak_rss_mb": peak_rss_mb(),
     }
     print(json.dumps(out))
     return 0
