@@ -15,7 +15,8 @@ validation AUC is computed from fastai's predictions of the validation rows afte
 
 With ``--lockstep`` the run takes turns with another process epoch by epoch: before each epoch of the
 fit it prints ``READY`` and waits for a line on its standard input, and after the epoch (validation
-included) it prints ``DONE``. ``bench/train.py`` uses this to alternate fastai's epochs with the
+included) it prints ``DONE``; after the fit it prints ``FINISHED`` and waits once more, so that its
+exit does not overlap the other side's last epoch. ``bench/train.py`` uses this to alternate fastai's epochs with the
 trainer's, so that each pair of epochs runs seconds apart on a host whose speed drifts over minutes.
 
 Usage (normally through bench/train.py)::
@@ -166,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         learn.fit_one_cycle(spec["epochs"], lr, cbs=[LockStep()] if args.lockstep else None)
         fit_s = time.perf_counter() - t0
+    if args.lockstep:
+        print("FINISHED", flush=True)
+        sys.stdin.readline()
     out = {
         "fastai": __import__("fastai").__version__,
         "torch": torch.__version__,

@@ -263,7 +263,9 @@ def main() -> None:
             t = TABLES[name]()
             spread[name] = {"metric": metric_name(t.task), "values": net_seeds(t, args.net_seeds)}
         out = args.out or RESULTS.with_name("suite_net_seeds_now.json")
-        out.write_text(json.dumps({"what": "the net's validation metric per random_state", **spread}, indent=2))
+        out.write_text(
+            json.dumps({"what": "the net's validation metric per random_state", **spread}, indent=2)
+        )
         for name, r in spread.items():
             print(f"{name} ({r['metric']}): " + ", ".join(f"{v:.4f}" for v in r["values"]))
         return

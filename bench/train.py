@@ -35,11 +35,13 @@ process, is the steadier figure.
 
 Against fastai (``--versus-fastai``): fastai's ``tabular_learner`` (``bench/fastai_tabular.py``, run with
 the Python of fastai's own environment, ``make fastai-env``; fastai is no dependency of embedkit) and the
-trainer train back to back on the same split, batch size, layers, epochs and thread count, in
-``--rounds`` interleaved rounds: fastai with its own default embedding widths, the trainer, then fastai
-with the trainer's widths (the same architecture). Rows/s is the median over every epoch of every round
-(training phase only, on both sides), the quality the best validation AUC within the epochs; the ratio
-is the trainer's rows/s over fastai's. fastai trains at its LR finder's valley, as its course does.
+trainer on the same split, batch size, layers, epochs and thread count. Each run pairs one fastai run
+with one trainer run in lock-step: each side's LR finder alone, then fastai's epoch 1, the trainer's
+epoch 1, fastai's epoch 2, ... (the other process waits meanwhile), so that the two epochs of a pair run
+seconds apart on a host whose speed drifts over minutes. A round is two such runs: fastai at its own
+default embedding widths, and fastai at the trainer's widths (the same architecture). Rows/s counts the
+training phase of an epoch on both sides; the ratio is the median over all epoch pairs; the quality is
+the best validation AUC within the epochs. fastai trains at its LR finder's valley, as its course does.
 
 Usage::
 
@@ -329,7 +331,8 @@ class _Partner:
         self.proc.stdin.flush()
 
     def result(self) -> dict[str, Any]:
-        out, _ = self.proc.communicate()
+        self.expect("FINISHED")  # it waits until this side's last epoch is over, then exits
+        out, _ = self.proc.communicate("BYE\n")
         self._log.close()
         if self.proc.returncode != 0:
             self.fail(f"fastai's run failed (exit {self.proc.returncode})")
