@@ -14,7 +14,7 @@ from embedkit.nn.model import (
     to_prediction,
     value_keyed_init,
 )
-from embedkit.nn.optim import LazyAdamW, _update_masked, configure_optimizer, param_groups
+from embedkit.nn.optim import LazyAdamW, _Hyper, _update_masked, configure_optimizer, param_groups
 
 
 def _net(task="binary", **kw):
@@ -144,9 +144,8 @@ def test_lazy_updates_agree_for_row_sparse_dense_and_masked_gradients():
         masked["step"] += 1
         t = float(masked["step"])
         with torch.no_grad():
-            _update_masked(
-                tables[2], masked, tables[1].grad, lr, b1, b2, eps, wd, lr / (1 - b1**t), 1 - b2**t
-            )
+            hyper = _Hyper(lr, b1, b2, eps, wd, lr / (1 - b1**t), 1 - b2**t)
+            _update_masked(tables[2], masked, tables[1].grad, hyper)
     for table in tables:
         assert torch.equal(table.detach()[~seen], start[~seen])
         assert table.detach()[seen].ne(start[seen]).all()

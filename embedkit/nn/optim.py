@@ -14,7 +14,7 @@ tables are updated densely with the other parameters (fused AdamW where the devi
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -58,16 +58,29 @@ class LazyAdamW(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
                 t = float(state["step"])
-                hyper = (lr, b1, b2, eps, wd, lr / (1 - b1**t), 1 - b2**t)
+                hyper = _Hyper(lr, b1, b2, eps, wd, lr / (1 - b1**t), 1 - b2**t)
                 grad = p.grad
                 if grad.is_sparse:
                     grad = grad.coalesce()
-                    _update_rows(p, state, grad.indices()[0], grad.values(), *hyper)
+                    _update_rows(p, state, grad.indices()[0], grad.values(), hyper)
                 elif p.device.type == "cpu":
                     rows = grad.ne(0).any(dim=1).nonzero().squeeze(1)
-                    _update_rows(p, state, rows, grad.index_select(0, rows), *hyper)
+                    _update_rows(p, state, rows, grad.index_select(0, rows), hyper)
                 else:
-                    _update_masked(p, state, grad, *hyper)
+                    _update_masked(p, state, grad, hyper)
+
+
+class _Hyper(NamedTuple):
+    """One step's Adam settings: rate, betas, eps, decay, and the bias-corrected step size and
+    second-moment correction of the table's step count."""
+
+    lr: float
+    b1: float
+    b2: float
+    eps: float
+    wd: float
+    step_size: float
+    bias2: float
 
 
 def _update_rows(
@@ -75,27 +88,21 @@ def _update_rows(
     state: dict[str, Any],
     idx: torch.Tensor,
     grad_rows: torch.Tensor,
-    lr: float,
-    b1: float,
-    b2: float,
-    eps: float,
-    wd: float,
-    step_size: float,
-    bias2: float,
+    h: _Hyper,
 ) -> None:
     """Adam on rows ``idx`` of ``p`` (gradient ``grad_rows``), the other rows and their moments untouched."""
     if idx.numel() == 0:
         return
     m, v = state["exp_avg"], state["exp_avg_sq"]
-    m_rows = m.index_select(0, idx).mul_(b1).add_(grad_rows, alpha=1 - b1)
-    v_rows = v.index_select(0, idx).mul_(b2).addcmul_(grad_rows, grad_rows, value=1 - b2)
+    m_rows = m.index_select(0, idx).mul_(h.b1).add_(grad_rows, alpha=1 - h.b1)
+    v_rows = v.index_select(0, idx).mul_(h.b2).addcmul_(grad_rows, grad_rows, value=1 - h.b2)
     m.index_copy_(0, idx, m_rows)
     v.index_copy_(0, idx, v_rows)
-    denom = (v_rows / bias2).sqrt_().add_(eps)
+    denom = (v_rows / h.bias2).sqrt_().add_(h.eps)
     rows = p.index_select(0, idx)
-    if wd:
-        rows.mul_(1 - lr * wd)
-    rows.addcdiv_(m_rows, denom, value=-step_size)
+    if h.wd:
+        rows.mul_(1 - h.lr * h.wd)
+    rows.addcdiv_(m_rows, denom, value=-h.step_size)
     p.index_copy_(0, idx, rows)
 
 
@@ -103,22 +110,16 @@ def _update_masked(
     p: torch.Tensor,
     state: dict[str, Any],
     grad: torch.Tensor,
-    lr: float,
-    b1: float,
-    b2: float,
-    eps: float,
-    wd: float,
-    step_size: float,
-    bias2: float,
+    h: _Hyper,
 ) -> None:
     """What :func:`_update_rows` does for the rows with a non-zero gradient, as whole-table operations
     under a row mask (no data-dependent shapes, so no wait for the device)."""
     m, v = state["exp_avg"], state["exp_avg_sq"]
     touched = grad.ne(0).any(dim=1, keepdim=True)
-    m.copy_(torch.where(touched, m * b1 + grad * (1 - b1), m))
-    v.copy_(torch.where(touched, v * b2 + grad * grad * (1 - b2), v))
-    new = p * (1 - lr * wd) if wd else p.clone()
-    new.addcdiv_(m, (v / bias2).sqrt_().add_(eps), value=-step_size)
+    m.copy_(torch.where(touched, m * h.b1 + grad * (1 - h.b1), m))
+    v.copy_(torch.where(touched, v * h.b2 + grad * grad * (1 - h.b2), v))
+    new = p * (1 - h.lr * h.wd) if h.wd else p.clone()
+    new.addcdiv_(m, (v / h.bias2).sqrt_().add_(h.eps), value=-h.step_size)
     p.copy_(torch.where(touched, new, p))
 
 
