@@ -118,6 +118,7 @@ def test_large_tables_update_only_the_rows_of_the_batch():
     assert opt.optimizers[0].param_groups[-1]["params"] == [net.embeds[0].weight]
 
 
+@pytest.mark.floats
 def test_lazy_updates_agree_for_row_sparse_dense_and_masked_gradients():
     # the three ways LazyAdamW takes a table's gradient (row-sparse lookup; dense gradient on the CPU,
     # by row indices; dense gradient elsewhere, under a row mask) make the same update, and rows that
