@@ -295,7 +295,7 @@ class _Handover(Callback):
 
     def on_epoch_begin(self, trainer: Any, epoch: int) -> None:
         if self.active:
-            self.partner.expect("READY")
+            self.partner.until_ready()
             self.partner.send("GO")
             self.partner.expect("DONE")
 
@@ -313,22 +313,26 @@ class _Partner:
             text=True,
             bufsize=1,
         )
-        self._pending: list[str] = []
+        self._ready = False  # it said READY and waits for GO
 
-    def expect(self, word: str) -> None:
-        if self._pending and self._pending[0] == word:
-            self._pending.pop(0)
-            return
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            if line.strip() == word:
-                return
-        self.fail(f"fastai's run ended before it said {word}")
+    def until_ready(self) -> None:
+        """Wait until the fastai process waits before its next epoch (at once if it already does)."""
+        if not self._ready:
+            self.expect("READY")
+        self._ready = True
 
     def send(self, word: str) -> None:
         assert self.proc.stdin is not None
         self.proc.stdin.write(word + "\n")
         self.proc.stdin.flush()
+        self._ready = False
+
+    def expect(self, word: str) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip() == word:
+                return
+        self.fail(f"fastai's run ended before it said {word}")
 
     def result(self) -> dict[str, Any]:
         self.expect("FINISHED")  # it waits until this side's last epoch is over, then exits
@@ -350,8 +354,7 @@ def lockstep(
     """One fastai run and one trainer run, their epochs alternating (fastai's epoch k, then the trainer's).
     Each side's LR finder runs alone first: fastai's, then the trainer's."""
     partner = _Partner(python, fastai_spec(split, args, emb_szs), split / "fastai.log")
-    partner.expect("READY")  # fastai has prepared its data and found its rate; it waits before epoch 1
-    partner._pending.append("READY")
+    partner.until_ready()  # fastai has prepared its data and found its rate; it waits before epoch 1
     ours = run("cpu", args, ex, callbacks=[_Handover(partner)])
     return partner.result(), ours
 

@@ -284,10 +284,14 @@ def passthrough_values(transformer: Any, records: Sequence[Record]) -> np.ndarra
 
 
 def _is_number(v: Any) -> bool:
+    """Whether a passed-through value converts as :func:`passthrough_values` converts it (None: NaN)."""
+    if v is None:
+        return True
     try:
-        return v is None or isinstance(float(v), float)
+        float(v)
     except (TypeError, ValueError):
         return False
+    return True
 
 
 # ---- a downstream estimator as a function of an array -----------------------------------------------

@@ -445,3 +445,17 @@ def test_baseline_encoders_compile_to_lookups_with_the_encoders_numbers(encoder:
     want = enc.transform(records_frame(schema, records))
     for rows in (slice(0, 1), slice(None)):
         np.testing.assert_array_equal(compiled(records[rows]), want[rows])
+
+
+def test_a_passed_through_column_that_is_not_a_number_is_named() -> None:
+    from types import SimpleNamespace
+
+    from embedkit.inference import passthrough_values
+
+    transformer = SimpleNamespace(passthrough_=["a", "b", "c"])
+    records = [{"a": 1, "b": "x", "c": 2.5}, {"a": None, "b": 3, "c": "7"}]
+    with pytest.raises(DataError, match=r"\['b'\] hold a value that is not a number") as exc:
+        passthrough_values(transformer, records)
+    assert exc.value.columns == ("b",)  # the service's loc; None and numeric text convert
+    ok = passthrough_values(transformer, [{"a": None, "b": 1, "c": "7"}])
+    np.testing.assert_array_equal(ok, [[np.nan, 1.0, 7.0]])

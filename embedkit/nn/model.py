@@ -251,16 +251,15 @@ class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.p >= 1.0:
             return super().forward(x)
-        levels, dtype, offset = 256, torch.uint8, 0
+        levels, dtype, offset, per_draw = 256, torch.uint8, 0, 8
         dropped = round(self.p * levels)
         if dropped == 0 or abs(dropped / levels - self.p) > 0.02 * self.p:
             # int16 views hold uniforms over [-32768, 32767]: shift the threshold by the offset
-            levels, dtype, offset = 65536, torch.int16, -32768
+            levels, dtype, offset, per_draw = 65536, torch.int16, -32768, 4
             dropped = round(self.p * levels)
             if dropped == 0:
                 return x
         n = x.numel()
-        per_draw = 64 // (8 * torch.tensor([], dtype=dtype).element_size())
         # all 64 bits random: a plain random_() leaves the sign bit 0, which would skew one uniform a draw
         bits = torch.empty((n + per_draw - 1) // per_draw, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
         uniform = bits.view(dtype)[:n].view(x.shape)
