@@ -25,8 +25,9 @@ same allocator settings and the ratio measures the loop's own overhead.
 On a shared machine other processes slow some epochs down. Each epoch records ``others_cpu``: the CPU
 time all other processes used during the epoch, as a fraction of the machine's cores (from
 ``/proc/stat`` and this process's own CPU time; Linux only), the load average, and a probe: the median
-time of a fixed 1024x395 @ 395x200 float32 matmul (about 0.85 ms on a quiet 2-core AMD EPYC), which
-catches some contention on the host under a virtual machine. An epoch with ``others_cpu`` above a few
+time of a fixed 1024x395 @ 395x200 float32 matmul (about 0.85 ms on a quiet 2-core AMD EPYC, 0.5 ms on
+a 2-core Intel Xeon with AMX; the JSON records the CPU's model name), which catches some contention on
+the host under a virtual machine. An epoch with ``others_cpu`` above a few
 percent, or a probe well above the quiet value, was disturbed; the bare loop's epochs are measured the
 same way. Neither sees everything: on a shared virtual machine whole runs have been ~30% slower with
 both indicators quiet (other guests on the host share its caches and memory bandwidth), so compare
@@ -464,10 +465,24 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, where ``platform.processor()`` is empty)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def machine() -> dict[str, Any]:
+    # the CPU model too: 2-core hosts of one size came with different CPUs (the probe ~0.85 ms on one,
+    # ~0.5 ms on another), so figures compare only within one model
     return {
         "platform": platform.platform(),
         "processor": platform.processor(),
+        "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
