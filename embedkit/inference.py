@@ -253,17 +253,8 @@ def transformer_codes(transformer: Any, records: Sequence[Record]) -> list[np.nd
         table = transformer.tables_[c]
         values = [r[c] for r in records]
         k = table.vocab.encode_values(values).astype(np.intp)
-        unknown = k == UNKNOWN
-        if transformer.handle_unknown != "value" and unknown.any():
-            if transformer.handle_unknown == "error":
-                shown = list(dict.fromkeys(values[i] for i in np.flatnonzero(unknown)))[:5]
-                raise DataError(
-                    f"column {c!r} has {int(unknown.sum())} value(s) not in its embedding table, e.g. "
-                    f"{shown}; the model was fitted with handle_unknown='error'",
-                    columns=[c],
-                )
-            k[unknown] = table.n_codes  # the gather matrix's NaN column
-        out.append(k)
+        remedy = "the model was fitted with handle_unknown='error'"
+        out.append(table.apply_unknown(k, values, c, transformer.handle_unknown, remedy))
     return out
 
 

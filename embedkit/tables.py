@@ -65,6 +65,8 @@ MANIFEST_NAME = "manifest.json"
 ROW_MISSING = "missing"
 ROW_UNKNOWN = "unknown"
 ROW_VALUE = "value"
+#: At most this many unknown values are named in the error of handle_unknown="error".
+MAX_UNKNOWN_SHOWN = 5
 
 _META_FORMAT = b"embedkit.format_version"
 _META_COLUMN = b"embedkit.column"
@@ -165,6 +167,34 @@ class EmbeddingTable:
         """Vectors (float32, shape ``(len(values), dim)``) of raw values: missing values get the missing
         row, values not in the vocabulary the unknown row."""
         return np.take(self.weights, self.encode(values), axis=0)
+
+    def apply_unknown(
+        self, codes: np.ndarray, values: Any, column: str, mode: str, remedy: str
+    ) -> np.ndarray:
+        """The ``handle_unknown`` rule on ``codes`` (those of ``values`` in column ``column``): ``"value"``
+        keeps them (unknown values get the unknown row); ``"return_nan"`` points unknown values at code
+        ``n_codes`` (the NaN column of :meth:`gather_matrix`); ``"error"`` raises a :class:`DataError`
+        naming the column and its first unknown values, followed by ``remedy`` (what the reader can do).
+        Returns ``codes`` itself where nothing changes, else a changed copy."""
+        if mode == "value":
+            return codes
+        unknown = codes == UNKNOWN
+        if not unknown.any():
+            return codes
+        if mode == "error":
+            if isinstance(values, pd.Series):
+                arr = values.to_numpy()
+            else:
+                arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+            shown = pd.unique(arr[unknown])[:MAX_UNKNOWN_SHOWN].tolist()
+            raise DataError(
+                f"column {column!r} has {int(unknown.sum())} value(s) not in its embedding table (never "
+                f"seen in training, or rarer than min_frequency), e.g. {shown}; {remedy}",
+                columns=[column],
+            )
+        codes = codes.copy()
+        codes[unknown] = self.n_codes
+        return codes
 
     def to_frame(self) -> pd.DataFrame:
         """The table in its Parquet layout (``category``, ``kind``, ``code``, ``count``, ``emb_*``)."""

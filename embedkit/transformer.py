@@ -27,7 +27,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import validate_data
 
 from .exceptions import DataError, NotFittedError
-from .preprocessing import N_RESERVED, UNKNOWN
+from .preprocessing import N_RESERVED
 from .tables import EmbeddingTable, EmbeddingTables, load_tables
 
 logger = logging.getLogger(__name__)
@@ -38,8 +38,8 @@ _REMAINDER = ("passthrough", "drop")
 _BLOCK_ROWS = 1 << 16
 #: Below this many rows per thread, threading costs more than it saves.
 _MIN_ROWS_PER_THREAD = 1 << 15
-#: At most this many offending values are named when handle_unknown="error".
-_MAX_SHOWN = 5
+#: What the error of handle_unknown="error" tells the user to do.
+_UNKNOWN_REMEDY = "pass handle_unknown='value' to give them the unknown vector, or 'return_nan' for NaN"
 
 
 def _resolve_tables(tables: Any) -> EmbeddingTables:
@@ -580,7 +580,7 @@ class EmbeddingTransformer(TransformerMixin, BaseEstimator):
             whole = start == 0 and stop == n
             for c, t, off, gm in layout:
                 s = frame[c] if whole else frame[c].iloc[start:stop]
-                codes = _apply_unknown(t.encode(s), s, c, t, handle_unknown)
+                codes = t.apply_unknown(t.encode(s), s, c, handle_unknown, _UNKNOWN_REMEDY)
                 for r in range(start, stop, _BLOCK_ROWS):
                     r2 = min(stop, r + _BLOCK_ROWS)
                     block = codes[r - start : r2 - start]
@@ -637,26 +637,6 @@ def _check_sample_weight(sample_weight: Any, n_rows: int) -> np.ndarray | None:
     if not sw.any():
         raise ValueError("sample_weight is all zero; at least one weight must be non-zero")
     return sw
-
-
-def _apply_unknown(
-    codes: np.ndarray, s: pd.Series, column: str, table: EmbeddingTable, mode: str
-) -> np.ndarray:
-    if mode == "value":
-        return codes
-    unknown = codes == UNKNOWN
-    if not unknown.any():
-        return codes
-    if mode == "error":
-        shown = pd.unique(s.to_numpy()[unknown])[:_MAX_SHOWN].tolist()
-        raise DataError(
-            f"column {column!r} has {int(unknown.sum())} value(s) not in its embedding table (never seen in "
-            f"training, or rarer than min_frequency), e.g. {shown}; pass handle_unknown='value' to give them "
-            "the unknown vector, or 'return_nan' for NaN"
-        )
-    codes = codes.copy()
-    codes[unknown] = table.n_codes  # the NaN column of the gather matrix
-    return codes
 
 
 def _numeric_column(s: pd.Series, column: str, dtype: np.dtype) -> np.ndarray:

@@ -261,8 +261,11 @@ def test_pipeline_handle_unknown_rules(tmp_path: Path, bundle: Path) -> None:
     servable, tr, fitted = _pipeline(
         tmp_path, bundle, lgb.LGBMClassifier(n_estimators=5, verbose=-1), "binary", "error"
     )
-    with pytest.raises(DataError, match="'city'"):
+    with pytest.raises(
+        DataError, match=r"column 'city' has 1 value\(s\) not in .* \['never'\]; the model was fitted with"
+    ) as err:
         servable.score_records(records)
+    assert err.value.columns == ("city",)
     servable, tr, fitted = _pipeline(
         tmp_path, bundle, lgb.LGBMClassifier(n_estimators=5, verbose=-1), "binary", "return_nan"
     )

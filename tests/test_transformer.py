@@ -150,8 +150,9 @@ def test_handle_unknown_error_names_the_column_and_values(tables):
     with pytest.raises(
         DataError,
         match=r"column 'rooms' has 6 value\(s\) not in its embedding table .* e\.g\. \[99, 98, 97, 96, 95\];",
-    ):
+    ) as err:
         et.transform(q)
+    assert err.value.columns == ("rooms",)
     et.transform(make_frame(n=8).assign(city=pd.Series([None] * 8, dtype="str")))  # missing is not unknown
 
 
