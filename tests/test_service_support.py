@@ -133,8 +133,10 @@ def free_port() -> int:
 
 class LiveServer:
     """The service in a subprocess on 127.0.0.1 (a real uvicorn), stopped with SIGTERM: started as
-    ``python -m service serve --model-uri ...`` (``embedkit serve``), or with ``factory=True`` as
-    ``uvicorn service.app:create_app --factory`` configured by ``EMBEDKIT_*`` environment variables."""
+    ``python -m service serve --model-uri ...``, with ``embedkit_command=True`` through the ``embedkit``
+    command's own module (``python -m pipelines.cli serve ...``, what ``embedkit serve`` runs), or with
+    ``factory=True`` as ``uvicorn service.app:create_app --factory`` configured by ``EMBEDKIT_*``
+    environment variables."""
 
     def __init__(
         self,
@@ -143,6 +145,7 @@ class LiveServer:
         extra_env: dict[str, str] | None = None,
         args: list[str] | None = None,
         factory: bool = False,
+        embedkit_command: bool = False,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -167,7 +170,7 @@ class LiveServer:
             cmd = [
                 sys.executable,
                 "-m",
-                "service",
+                *(["pipelines.cli"] if embedkit_command else ["service"]),
                 "serve",
                 "--model-uri",
                 model_uri,

@@ -180,7 +180,8 @@ def test_embedkit_score_runs_without_torch(
 def test_embedkit_serve_runs_without_torch(
     servables: dict[str, Path], no_torch_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """The real server (``python -m service serve``, uvicorn) on a LightGBM-on-embeddings model."""
+    """The real server started the way a user starts it (``embedkit serve``: the command's module,
+    ``pipelines.cli``, hands over to the service), uvicorn, on a LightGBM-on-embeddings model."""
     import httpx
     from test_service_support import live_server
 
@@ -188,6 +189,7 @@ def test_embedkit_serve_runs_without_torch(
         str(servables["lightgbm"]),
         tmp_path / "server.log",
         extra_env={"PYTHONPATH": no_torch_env["PYTHONPATH"]},
+        embedkit_command=True,
     ) as server:
         server.wait_ready()
         r = httpx.post(f"{server.url}/predict", json={"records": RECORDS}, timeout=10)
