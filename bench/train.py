@@ -27,9 +27,8 @@ time all other processes used during the epoch, as a fraction of the machine's c
 ``/proc/stat`` and this process's own CPU time; Linux only), the load average, and a probe: the median
 time of a fixed 1024x395 @ 395x200 float32 matmul (about 0.85 ms on a quiet 2-core AMD EPYC, 0.5 ms on
 a 2-core Intel Xeon with AMX; the JSON records the CPU's model name), which catches some contention on
-the host under a virtual machine. An epoch with ``others_cpu`` above a few
-percent, or a probe well above the quiet value, was disturbed; the bare loop's epochs are measured the
-same way. Neither sees everything: on a shared virtual machine whole runs have been ~30% slower with
+the host under a virtual machine. An epoch with ``others_cpu`` above a few percent, or a probe well
+above the quiet value, was disturbed; the bare loop's epochs are measured the same way. Neither sees everything: on a shared virtual machine whole runs have been ~30% slower with
 both indicators quiet (other guests on the host share its caches and memory bandwidth), so compare
 absolute rows/s across runs with care; the trainer/bare ratio, whose two sides run minutes apart in one
 process, is the steadier figure.

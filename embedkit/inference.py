@@ -245,6 +245,10 @@ def gather_embeddings(
     return np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
 
 
+#: What the error of a served pipeline fitted with handle_unknown="error" says (its caller cannot refit it).
+_UNKNOWN_REMEDY = "the model was fitted with handle_unknown='error'"
+
+
 def transformer_codes(transformer: Any, records: Sequence[Record]) -> list[np.ndarray]:
     """Per embedded column, the codes of the records' values under the transformer's ``handle_unknown``
     rule (``"error"`` raises :class:`DataError` naming the column; ``"return_nan"`` points at the NaN row)."""
@@ -253,8 +257,7 @@ def transformer_codes(transformer: Any, records: Sequence[Record]) -> list[np.nd
         table = transformer.tables_[c]
         values = [r[c] for r in records]
         k = table.vocab.encode_values(values).astype(np.intp)
-        remedy = "the model was fitted with handle_unknown='error'"
-        out.append(table.apply_unknown(k, values, c, transformer.handle_unknown, remedy))
+        out.append(table.apply_unknown(k, values, c, transformer.handle_unknown, _UNKNOWN_REMEDY))
     return out
 
 

@@ -184,8 +184,10 @@ class EmbeddingTable:
         if mode == "error":
             if isinstance(values, pd.Series):
                 arr = values.to_numpy()
+            elif isinstance(values, np.ndarray):
+                arr = values
             else:
-                arr = values if isinstance(values, np.ndarray) else np.asarray(values, dtype=object)
+                arr = np.asarray(values, dtype=object)
             shown = pd.unique(arr[unknown])[:MAX_UNKNOWN_SHOWN].tolist()
             raise DataError(
                 f"column {column!r} has {int(unknown.sum())} value(s) not in its embedding table (never "
